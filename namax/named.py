@@ -1,0 +1,375 @@
+"""NamedArray: a JAX array whose dimensions are named :class:`~namax.axis.Axis` objects."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .axis import Axis, AxisSelection, AxisSelector, axis_name, check_unique, ensure_tuple, merge_axes
+from .tag import tag
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class NamedArray:
+    """An array plus one :class:`Axis` per dimension. A pytree: the array is the leaf,
+    the axes are static.
+
+    >>> import jax.numpy as jnp
+    >>> x = NamedArray(jnp.zeros((2, 3)), (Axis("batch", 2), Axis("embed", 3)))
+    >>> x.shape
+    {'batch': 2, 'embed': 3}
+    """
+
+    __slots__ = ("array", "axes")
+    __array_priority__ = 1000  # numpy defers binary ops to us
+
+    def __init__(self, array: Any, axes: Sequence[Axis]):
+        axes = tuple(axes)
+        shape = getattr(array, "shape", None)
+        if isinstance(shape, tuple):
+            if len(shape) != len(axes):
+                raise ValueError(
+                    f"NamedArray: array of shape {shape} given {len(axes)} axes {_axes_str(axes)}"
+                )
+            for ax, size in zip(axes, shape):
+                if ax.size != size:
+                    raise ValueError(
+                        f"NamedArray: axis {ax.name!r} has size {ax.size} but the array's dimension is {size} "
+                        f"(shape {shape}, axes {_axes_str(axes)})"
+                    )
+            check_unique(axes)
+        object.__setattr__(self, "array", array)
+        object.__setattr__(self, "axes", axes)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("NamedArray is immutable")
+
+    # --- pytree -----------------------------------------------------------------------
+    def tree_flatten_with_keys(self):
+        return ((jax.tree_util.GetAttrKey("array"), self.array),), self.axes
+
+    def tree_flatten(self):
+        return (self.array,), self.axes
+
+    @classmethod
+    def tree_unflatten(cls, axes, children):
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "array", children[0])
+        object.__setattr__(obj, "axes", axes)
+        return obj
+
+    # --- shape information ------------------------------------------------------------
+    @property
+    def shape(self) -> dict[str, int]:
+        """Axis name -> size, in order."""
+        return {ax.name: ax.size for ax in self.axes}
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """The names of the axes, in order."""
+        return tuple(ax.name for ax in self.axes)
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.axes)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod([ax.size for ax in self.axes], dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * jnp.dtype(self.dtype).itemsize
+
+    def has_axis(self, axis: AxisSelection) -> bool:
+        """True if every axis in ``axis`` is present (by name)."""
+        names = self.axis_names
+        return all(axis_name(a) in names for a in ensure_tuple(axis))
+
+    def axis_index(self, axis: AxisSelector) -> int:
+        """The position of ``axis``; raises a ValueError naming the axes present."""
+        name = axis_name(axis)
+        for i, ax in enumerate(self.axes):
+            if ax.name == name:
+                if isinstance(axis, Axis) and axis.size != ax.size:
+                    raise ValueError(
+                        f"Axis {name!r} has size {ax.size} in the array but {axis.size} was given "
+                        f"(array axes {_axes_str(self.axes)})"
+                    )
+                return i
+        raise ValueError(f"Axis {name!r} not found in array with axes {_axes_str(self.axes)}")
+
+    def resolve_axis(self, axis: AxisSelection):
+        """The Axis (or tuple of Axes) with these names, sizes filled in from the array."""
+        if isinstance(axis, (Axis, str)):
+            return self.axes[self.axis_index(axis)]
+        return tuple(self.axes[self.axis_index(a)] for a in axis)
+
+    def axis_size(self, axis: AxisSelector) -> int:
+        """The size of one axis, by name or Axis."""
+        return self.axes[self.axis_index(axis)].size
+
+    def item(self):
+        return self.array.item()
+
+    def __len__(self) -> int:
+        if not self.axes:
+            raise TypeError("len() of a 0-d NamedArray")
+        return self.axes[0].size
+
+    def __repr__(self) -> str:
+        return f"NamedArray({_axes_str(self.axes)}, dtype={self.dtype},\n{self.array!r})"
+
+    def __bool__(self) -> bool:
+        if self.ndim != 0:
+            raise ValueError(
+                f"The truth value of a NamedArray with axes {_axes_str(self.axes)} is ambiguous; "
+                "reduce it with namax.any / namax.all first"
+            )
+        return bool(self.array)
+
+    def __float__(self) -> float:
+        return float(self._scalar("float"))
+
+    def __int__(self) -> int:
+        return int(self._scalar("int"))
+
+    def _scalar(self, what):
+        if self.ndim != 0:
+            raise TypeError(f"{what}() of a NamedArray with axes {_axes_str(self.axes)}: only 0-d arrays convert")
+        return self.array
+
+    __hash__ = None  # elementwise __eq__
+
+    # --- methods that delegate to module-level ops -------------------------------------
+    def astype(self, dtype) -> "NamedArray":
+        return wrap(self.array.astype(dtype), self.axes)
+
+    def rename(self, renames: Mapping[AxisSelector, AxisSelector]) -> "NamedArray":
+        from .ops import shape as _shape
+        return _shape.rename(self, renames)
+
+    def broadcast_axis(self, axis: Axis | Sequence[Axis]) -> "NamedArray":
+        from .ops import shape as _shape
+        return _shape.broadcast_axis(self, axis)
+
+    def broadcast_to(self, axes) -> "NamedArray":
+        from .ops import shape as _shape
+        return _shape.broadcast_to(self, axes)
+
+    def unbind(self, axis: AxisSelector) -> list["NamedArray"]:
+        from .ops import shape as _shape
+        return _shape.unbind(self, axis)
+
+    def rearrange(self, axes: Sequence[AxisSelector | type(Ellipsis)]) -> "NamedArray":
+        from .ops import shape as _shape
+        return _shape.rearrange(self, axes)
+
+    transpose = rearrange
+
+    def flatten_axes(self, old_axes: AxisSelection, new_axis: AxisSelector) -> "NamedArray":
+        from .ops import shape as _shape
+        return _shape.flatten_axes(self, old_axes, new_axis)
+
+    def unflatten_axis(self, axis: AxisSelector, new_axes: Sequence[Axis]) -> "NamedArray":
+        from .ops import shape as _shape
+        return _shape.unflatten_axis(self, axis, new_axes)
+
+    def split(self, axis: AxisSelector, new_axes: Sequence[Axis]) -> list["NamedArray"]:
+        from .ops import shape as _shape
+        return _shape.split(self, axis, new_axes)
+
+    def take(self, axis: AxisSelector, index) -> "NamedArray":
+        from .ops import indexing as _indexing
+        return _indexing.take(self, axis, index)
+
+    def __getitem__(self, idx) -> "NamedArray":
+        from .ops import indexing as _indexing
+        return _indexing.index(self, idx)
+
+    def dot(self, *others, axis) -> "NamedArray":
+        from .ops import dot as _dot
+        return _dot.dot(self, *others, axis=axis)
+
+    def sum(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.sum(self, axis=axis, **kw)
+
+    def mean(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.mean(self, axis=axis, **kw)
+
+    def max(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.max(self, axis=axis, **kw)
+
+    def min(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.min(self, axis=axis, **kw)
+
+    def prod(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.prod(self, axis=axis, **kw)
+
+    def std(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.std(self, axis=axis, **kw)
+
+    def var(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.var(self, axis=axis, **kw)
+
+    def any(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.any(self, axis=axis, **kw)
+
+    def all(self, axis=None, **kw):
+        from .ops import reductions as r
+        return r.all(self, axis=axis, **kw)
+
+    def argmax(self, axis=None):
+        from .ops import reductions as r
+        return r.argmax(self, axis)
+
+    def argmin(self, axis=None):
+        from .ops import reductions as r
+        return r.argmin(self, axis)
+
+    # --- operators: broadcast by name --------------------------------------------------
+    def __add__(self, other): return binary(jnp.add, self, other)
+    def __radd__(self, other): return binary(jnp.add, other, self)
+    def __sub__(self, other): return binary(jnp.subtract, self, other)
+    def __rsub__(self, other): return binary(jnp.subtract, other, self)
+    def __mul__(self, other): return binary(jnp.multiply, self, other)
+    def __rmul__(self, other): return binary(jnp.multiply, other, self)
+    def __truediv__(self, other): return binary(jnp.true_divide, self, other)
+    def __rtruediv__(self, other): return binary(jnp.true_divide, other, self)
+    def __floordiv__(self, other): return binary(jnp.floor_divide, self, other)
+    def __rfloordiv__(self, other): return binary(jnp.floor_divide, other, self)
+    def __mod__(self, other): return binary(jnp.mod, self, other)
+    def __rmod__(self, other): return binary(jnp.mod, other, self)
+    def __pow__(self, other): return binary(jnp.power, self, other)
+    def __rpow__(self, other): return binary(jnp.power, other, self)
+    def __and__(self, other): return binary(jnp.bitwise_and, self, other)
+    def __rand__(self, other): return binary(jnp.bitwise_and, other, self)
+    def __or__(self, other): return binary(jnp.bitwise_or, self, other)
+    def __ror__(self, other): return binary(jnp.bitwise_or, other, self)
+    def __xor__(self, other): return binary(jnp.bitwise_xor, self, other)
+    def __rxor__(self, other): return binary(jnp.bitwise_xor, other, self)
+    def __lt__(self, other): return binary(jnp.less, self, other)
+    def __le__(self, other): return binary(jnp.less_equal, self, other)
+    def __gt__(self, other): return binary(jnp.greater, self, other)
+    def __ge__(self, other): return binary(jnp.greater_equal, self, other)
+    def __eq__(self, other): return binary(jnp.equal, self, other)  # type: ignore[override]
+    def __ne__(self, other): return binary(jnp.not_equal, self, other)  # type: ignore[override]
+    def __neg__(self): return unary(jnp.negative, self)
+    def __pos__(self): return self
+    def __abs__(self): return unary(jnp.abs, self)
+    def __invert__(self): return unary(jnp.invert, self)
+
+
+def _axes_str(axes: Sequence[Axis]) -> str:
+    return "(" + ", ".join(f"{a.name}:{a.size}" for a in axes) + ")"
+
+
+def wrap(array: jax.Array, axes: Sequence[Axis]) -> NamedArray:
+    """Tag ``array`` with the names of ``axes`` (a ``named_axes`` eqn) and wrap it."""
+    axes = tuple(axes)
+    return NamedArray(tag(array, [a.name for a in axes]), axes)
+
+
+def named(array: Any, axes: AxisSelection) -> NamedArray:
+    """Name the dimensions of ``array``; names alone take their sizes from the array.
+
+    >>> import jax.numpy as jnp
+    >>> named(jnp.zeros((2, 3)), ("batch", "embed")).axes
+    (Axis('batch', 2), Axis('embed', 3))
+    """
+    array = jnp.asarray(array)
+    axes = ensure_tuple(axes)
+    if len(axes) != array.ndim:
+        raise ValueError(f"named: array of shape {array.shape} needs {array.ndim} axes, got {len(axes)}: {axes}")
+    resolved = []
+    for ax, size in zip(axes, array.shape):
+        if isinstance(ax, str):
+            ax = Axis(ax, size)
+        elif not isinstance(ax, Axis):
+            raise TypeError(f"named: expected an Axis or a name, got {ax!r}")
+        resolved.append(ax)
+    return wrap(array, NamedArray(array, resolved).axes)
+
+
+def is_named(x: Any) -> bool:
+    """True for a NamedArray."""
+    return isinstance(x, NamedArray)
+
+
+def is_scalarish(x: Any) -> bool:
+    """Python numbers, numpy scalars and 0-d arrays: values that broadcast with no axes."""
+    if isinstance(x, (numbers.Number, np.generic)):
+        return True
+    return getattr(x, "ndim", None) == 0 and not isinstance(x, NamedArray)
+
+
+def align(x: NamedArray, axes: Sequence[Axis]) -> jax.Array:
+    """``x.array`` permuted to the order of ``axes`` with size-1 dims where it lacks an axis.
+
+    The result broadcasts against an array laid out as ``axes``. ``x`` may not have axes
+    outside ``axes``.
+    """
+    names = [a.name for a in axes]
+    own = x.axis_names
+    missing = [n for n in own if n not in names]
+    if missing:
+        raise ValueError(f"align: axes {missing} of {_axes_str(x.axes)} are not in the target {_axes_str(axes)}")
+    order = sorted(range(len(own)), key=lambda i: names.index(own[i]))
+    arr = x.array
+    if order != list(range(len(own))):
+        arr = jnp.transpose(arr, order)
+    if len(own) == len(names):
+        return arr
+    present = set(own)
+    shape = tuple(a.size if a.name in present else 1 for a in axes)
+    return jnp.reshape(arr, shape)
+
+
+def broadcast_arrays(*xs: Any, what: str = "operands") -> tuple[tuple[Axis, ...], list[Any]]:
+    """Align NamedArrays (and scalars) on the union of their axes, by name.
+
+    Returns the union axes and the raw arrays ready for a jnp elementwise op. Plain arrays
+    with dimensions raise: positional axes never broadcast silently.
+    """
+    named_ops = [x for x in xs if isinstance(x, NamedArray)]
+    for x in xs:
+        if not isinstance(x, NamedArray) and not is_scalarish(x) and x is not None:
+            shape = getattr(x, "shape", None)
+            raise TypeError(
+                f"Cannot combine a NamedArray with an unnamed array of shape {shape}: name its axes first "
+                f"(namax.named(array, axes)); only scalars broadcast implicitly"
+            )
+    axes = merge_axes(*(x.axes for x in named_ops), what=what)
+    raw = [align(x, axes) if isinstance(x, NamedArray) else x for x in xs]
+    return axes, raw
+
+
+def binary(fn: Callable, a: Any, b: Any) -> Any:
+    """Apply a jnp binary elementwise function, broadcasting NamedArrays by name."""
+    if not isinstance(a, NamedArray) and not isinstance(b, NamedArray):
+        return fn(a, b)
+    axes, (ra, rb) = broadcast_arrays(a, b)
+    return wrap(fn(ra, rb), axes)
+
+
+def unary(fn: Callable, x: Any, *args, **kwargs) -> Any:
+    """Apply a jnp elementwise function to a NamedArray (or a plain array)."""
+    if isinstance(x, NamedArray):
+        return wrap(fn(x.array, *args, **kwargs), x.axes)
+    return fn(x, *args, **kwargs)

@@ -1,0 +1,1 @@
+"""Named neural-network layers and functions (Equinox modules)."""

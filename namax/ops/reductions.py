@@ -1,0 +1,124 @@
+"""Reductions and scans over named axes (``axis=None`` means every axis)."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from ..axis import AxisSelection, AxisSelector, axis_name, ensure_tuple
+from ..named import NamedArray, align, wrap
+
+
+def _reduction_axes(x: NamedArray, axis: Optional[AxisSelection]) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(x.ndim))
+    idx = tuple(x.axis_index(a) for a in ensure_tuple(axis))
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"Axis given twice in reduction: {axis!r}")
+    return idx
+
+
+def _reduce(fn: Callable, x: Any, axis: Optional[AxisSelection], where: Any = None, **kwargs) -> Any:
+    if not isinstance(x, NamedArray):
+        raise TypeError(f"{fn.__name__}: expected a NamedArray, got {type(x).__name__}; use jnp.{fn.__name__} on plain arrays")
+    dims = _reduction_axes(x, axis)
+    array = x.array
+    if where is not None:
+        if not isinstance(where, NamedArray):
+            raise TypeError("where= must be a NamedArray (broadcast by name against the input)")
+        kwargs["where"] = jnp.broadcast_to(align(where, x.axes), array.shape)
+    out = fn(array, axis=dims, **kwargs)
+    kept = tuple(ax for i, ax in enumerate(x.axes) if i not in dims)
+    return wrap(out, kept)
+
+
+def _make(fn: Callable, name: str) -> Callable:
+    def op(x: NamedArray, axis: Optional[AxisSelection] = None, *, where: Any = None, **kwargs) -> NamedArray:
+        return _reduce(fn, x, axis, where=where, **kwargs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = (
+        f"``jnp.{fn.__name__}`` over the named ``axis`` (one axis, several, or ``None`` for all).\n\n"
+        f">>> import namax as nx\n>>> B, E = nx.Axis('b', 2), nx.Axis('e', 3)\n"
+        f">>> nx.{name}(nx.ones((B, E)), E).axes\n(Axis('b', 2),)\n"
+    )
+    return op
+
+
+sum = _make(jnp.sum, "sum")
+mean = _make(jnp.mean, "mean")
+max = _make(jnp.max, "max")
+min = _make(jnp.min, "min")
+prod = _make(jnp.prod, "prod")
+std = _make(jnp.std, "std")
+var = _make(jnp.var, "var")
+any = _make(jnp.any, "any")
+all = _make(jnp.all, "all")
+logsumexp = _make(jax.nn.logsumexp, "logsumexp")
+amax = max
+amin = min
+
+
+def _arg(fn: Callable, x: NamedArray, axis: Optional[AxisSelector]) -> NamedArray:
+    if axis is None:
+        # index into the flattened array, as jnp does
+        return wrap(fn(x.array.reshape(-1)), ())
+    if not isinstance(axis, (str,)) and not hasattr(axis, "name"):
+        raise TypeError(f"{fn.__name__} takes one axis, got {axis!r}")
+    i = x.axis_index(axis)
+    return wrap(fn(x.array, axis=i), x.axes[:i] + x.axes[i + 1 :])
+
+
+def argmax(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
+    """Index of the largest value along one named axis (or in the flattened array)."""
+    return _arg(jnp.argmax, x, axis)
+
+
+def argmin(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
+    """Index of the smallest value along one named axis (or in the flattened array)."""
+    return _arg(jnp.argmin, x, axis)
+
+
+def _scan(fn: Callable, name: str) -> Callable:
+    def op(x: NamedArray, axis: AxisSelector, **kwargs) -> NamedArray:
+        return wrap(fn(x.array, axis=x.axis_index(axis), **kwargs), x.axes)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"``jnp.{fn.__name__}`` along one named axis; axes unchanged."
+    return op
+
+
+cumsum = _scan(jnp.cumsum, "cumsum")
+cumprod = _scan(jnp.cumprod, "cumprod")
+
+
+def cummax(x: NamedArray, axis: AxisSelector) -> NamedArray:
+    """Running maximum along one named axis."""
+    return wrap(jax.lax.cummax(x.array, axis=x.axis_index(axis)), x.axes)
+
+
+def cummin(x: NamedArray, axis: AxisSelector) -> NamedArray:
+    """Running minimum along one named axis."""
+    return wrap(jax.lax.cummin(x.array, axis=x.axis_index(axis)), x.axes)
+
+
+def cumlogsumexp(x: NamedArray, axis: AxisSelector) -> NamedArray:
+    """Running log-sum-exp along one named axis."""
+    return wrap(jax.lax.cumlogsumexp(x.array, axis=x.axis_index(axis)), x.axes)
+
+
+def sort(x: NamedArray, axis: AxisSelector) -> NamedArray:
+    """Sort along one named axis."""
+    return wrap(jnp.sort(x.array, axis=x.axis_index(axis)), x.axes)
+
+
+def argsort(x: NamedArray, axis: AxisSelector) -> NamedArray:
+    """Indices that sort along one named axis."""
+    return wrap(jnp.argsort(x.array, axis=x.axis_index(axis)), x.axes)
+
+
+__all__ = ["sum", "mean", "max", "min", "amax", "amin", "prod", "std", "var", "any", "all", "logsumexp",
+           "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort", "argsort"]
