@@ -1,0 +1,250 @@
+"""``namedjit``: ``jax.jit`` that runs namax's passes on the traced program.
+
+One call: jax.jit traces an inner function once per signature (its cache is keyed on the
+pytree structure -- which holds every NamedArray's axes --, avals and static args). That
+inner function traces the user's function to a jaxpr, runs the passes (sharding
+constraints from the axis mapping, ...) through the shared interpreter and evaluates the
+result. Cached calls go straight to jax.jit's dispatch: namax adds one context lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import equinox as eqx
+import jax
+from jax.sharding import AxisType, Mesh
+
+from .interpreter import EvalInterpreter
+from .named import NamedArray
+from .partitioning import (Partitioning, ResourceMapping, auto_twin, current_partitioning, pspec_for,
+                           resolve_mesh)
+from .passes.sharding import constrain, sharding_rules, spec_or_none
+
+InAxisResources = Union[None, ResourceMapping, Mapping[int, ResourceMapping]]
+
+
+class _Static:
+    """Hashable holder for the non-array leaves of the arguments (Equinox-style filtering)."""
+
+    __slots__ = ("treedef", "leaves", "_hash")
+
+    def __init__(self, treedef, leaves):
+        self.treedef, self.leaves = treedef, tuple(leaves)
+        self._hash = hash((treedef, self.leaves))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self.treedef == other.treedef and self.leaves == other.leaves
+
+
+def _is_named(x: Any) -> bool:
+    return isinstance(x, NamedArray)
+
+
+def _leaf_names(tree: Any) -> list[Optional[tuple[str, ...]]]:
+    """One entry per array leaf of ``tree``: the axis names of its NamedArray, or None."""
+    out: list[Optional[tuple[str, ...]]] = []
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_named):
+        if isinstance(leaf, NamedArray):
+            n = len(jax.tree_util.tree_leaves(leaf))
+            out.extend([leaf.axis_names] * n)
+        else:
+            out.append(None)
+    return out
+
+
+def _explicit_context() -> bool:
+    """True inside ``jax.set_mesh`` of a mesh with Explicit axes."""
+    am = jax.sharding.get_abstract_mesh()
+    return bool(am.axis_names) and any(t == AxisType.Explicit for t in am.axis_types)
+
+
+class NamedJit:
+    """The callable returned by :func:`namedjit`; see there."""
+
+    def __init__(self, fn: Callable, *, axis_resources: Optional[ResourceMapping] = None,
+                 in_axis_resources: InAxisResources = None, out_axis_resources: Optional[ResourceMapping] = None,
+                 mesh: Optional[Mesh] = None, static_argnums: Union[int, Sequence[int]] = (),
+                 static_argnames: Union[str, Sequence[str]] = (), donate_argnums: Union[int, Sequence[int]] = (),
+                 donate_argnames: Union[str, Sequence[str]] = ()):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.axis_resources = None if axis_resources is None else dict(axis_resources)
+        self.in_axis_resources = in_axis_resources
+        self.out_axis_resources = out_axis_resources
+        self.mesh = mesh
+        self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+        self.static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+        self.donate_argnums = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
+        self.donate_argnames = (donate_argnames,) if isinstance(donate_argnames, str) else tuple(donate_argnames)
+        self._traces = 0
+        self._jits: dict[Any, Callable] = {}
+        self._filtered = False
+
+    # --- which partitioning applies -----------------------------------------------------
+    def _partitioning(self) -> Optional[Partitioning]:
+        ctx = current_partitioning()
+        mapping = self.axis_resources
+        if mapping is None and ctx is not None:
+            mapping = ctx.as_dict()
+        if mapping is None and self.in_axis_resources is None and self.out_axis_resources is None:
+            return None
+        mesh = resolve_mesh(self.mesh or (ctx.mesh if ctx is not None else None))
+        if mesh is None:
+            return None
+        return Partitioning.make(mapping or {}, mesh)
+
+    # --- the traced inner function ------------------------------------------------------
+    @property
+    def trace_count(self) -> int:
+        """How many times the function was traced (once per new signature or partitioning)."""
+        return self._traces + sum(r._traces for r in self._filtered_runner_cache.values())
+
+    def _impl(self, part: Optional[Partitioning], *args, **kwargs):
+        self._traces += 1
+        if part is None:
+            return self.fn(*args, **kwargs)
+        mapping = part.as_dict()
+        mesh = auto_twin(part.mesh)
+        tree = (args, kwargs)
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        names = _leaf_names(tree)
+        dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.core.Tracer)]
+        in_maps = self._input_mappings(args, kwargs, mapping)
+
+        def flat_fn(*dyn):
+            full = list(leaves)
+            for i, x in zip(dynamic, dyn):
+                full[i] = x
+            a, k = jax.tree_util.tree_unflatten(treedef, full)
+            return self.fn(*a, **k)
+
+        dyn_vals = [leaves[i] for i in dynamic]
+        explicit = _explicit_context()
+        if explicit:
+            # Trace in Auto mode (the eqns remember the context mesh they were traced in).
+            specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in dyn_vals]
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*specs)
+        else:
+            closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*dyn_vals)
+        out_tree = jax.tree_util.tree_structure(out_shape)
+        out_map = self.out_axis_resources if self.out_axis_resources is not None else mapping
+        out_names = _leaf_names(out_shape)
+        dyn_names = [names[i] for i in dynamic]
+        dyn_maps = [in_maps[i] for i in dynamic]
+
+        def run(*vals):
+            vals = [x if n is None else constrain(x, n, m, mesh) for x, n, m in zip(vals, dyn_names, dyn_maps)]
+            outs = EvalInterpreter(sharding_rules(mapping, mesh)).run(closed, *vals)
+            return [x if n is None else constrain(x, n, out_map, mesh) for x, n in zip(outs, out_names)]
+
+        if explicit:
+            # Under an Explicit mesh, constraints only assert: run the passes in Auto mode and
+            # hand the results back with the shardings their names ask for.
+            specs = [spec_or_none(n, s.shape, out_map, mesh, strict=False, what="output")
+                     for n, s in zip(out_names, jax.tree_util.tree_leaves(out_shape))]
+            run = jax.sharding.auto_axes(run, out_sharding=specs)
+        return jax.tree_util.tree_unflatten(out_tree, run(*dyn_vals))
+
+    def _input_mappings(self, args, kwargs, mapping) -> list[ResourceMapping]:
+        """One mapping per flattened leaf of (args, kwargs), from ``in_axis_resources``."""
+        iar = self.in_axis_resources
+        per_arg = isinstance(iar, Mapping) and iar and all(isinstance(k, int) for k in iar)
+        out: list[ResourceMapping] = []
+        for i, a in enumerate(args):
+            m = iar.get(i, mapping) if per_arg else (iar if iar is not None else mapping)
+            out.extend([m] * len(jax.tree_util.tree_leaves(a)))
+        m = mapping if per_arg else (iar if iar is not None else mapping)
+        out.extend([m] * len(jax.tree_util.tree_leaves(kwargs)))
+        return out
+
+    def _jit_for(self, part: Optional[Partitioning]) -> Callable:
+        fn = self._jits.get(part)
+        if fn is None:
+            fn = jax.jit(functools.partial(self._impl, part), static_argnums=self.static_argnums,
+                         static_argnames=self.static_argnames, donate_argnums=self.donate_argnums,
+                         donate_argnames=self.donate_argnames)
+            self._jits[part] = fn
+        return fn
+
+    # --- calling -------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        jitted = self._jit_for(self._partitioning())
+        if not self._filtered:
+            try:
+                return jitted(*args, **kwargs)
+            except TypeError as e:
+                if "as an abstract array" not in str(e) and "not a valid JAX type" not in str(e):
+                    raise
+                self._filtered = True
+        return self._call_filtered(jitted, args, kwargs)
+
+    def _call_filtered(self, jitted, args, kwargs):
+        # Non-array leaves (functions, strings inside modules) become one static argument.
+        static_pos = set(self.static_argnums)
+        dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
+        dyn, static = eqx.partition((dyn_args, kwargs), eqx.is_array)
+        s_leaves, s_def = jax.tree_util.tree_flatten(static)
+        key = _Static(s_def, s_leaves)
+        runner = self._filtered_runner(jitted)
+        return runner(dyn, key, tuple(args[i] for i in sorted(static_pos)))
+
+    @functools.cached_property
+    def _filtered_runner_cache(self) -> dict:
+        return {}
+
+    def _filtered_runner(self, jitted) -> Callable:
+        runner = self._filtered_runner_cache.get(id(jitted))
+        if runner is None:
+            static_pos = sorted(self.static_argnums)
+            fn = self.fn
+
+            def call(dyn, key: _Static, statics):
+                static = jax.tree_util.tree_unflatten(key.treedef, key.leaves)
+                (dyn_args, kwargs) = eqx.combine(dyn, static)
+                args = list(dyn_args)
+                for pos, val in zip(static_pos, statics):
+                    args.insert(pos, val)
+                return fn(*args, **kwargs)
+
+            inner = NamedJit(call, axis_resources=self.axis_resources, in_axis_resources=None,
+                             out_axis_resources=self.out_axis_resources, mesh=self.mesh, static_argnums=(1, 2))
+            runner = inner
+            self._filtered_runner_cache[id(jitted)] = runner
+        return runner
+
+    def lower(self, *args, **kwargs) -> jax.stages.Lowered:
+        """``jax.jit(...).lower``: ``.as_text()`` gives the StableHLO, ``.compile()`` the executable."""
+        return self._jit_for(self._partitioning()).lower(*args, **kwargs)
+
+    def trace(self, *args, **kwargs) -> jax.stages.Traced:
+        """``jax.jit(...).trace``: the traced program (``.jaxpr``) after namax's passes."""
+        return self._jit_for(self._partitioning()).trace(*args, **kwargs)
+
+
+def namedjit(fn: Optional[Callable] = None, **kwargs) -> Union[NamedJit, Callable[[Callable], NamedJit]]:
+    """``jax.jit`` for named code: names become shardings under an axis mapping.
+
+    Arguments may be pytrees of NamedArrays, Equinox modules and plain arrays; outputs
+    come back with their names. Options (all optional): ``axis_resources`` (axis name ->
+    mesh axis, else the active :func:`namax.axis_mapping`), ``in_axis_resources`` (a
+    mapping for the inputs, or ``{argnum: mapping}``), ``out_axis_resources``, ``mesh``
+    (else the active ``jax.set_mesh`` mesh or the mapping context's), ``static_argnums``,
+    ``static_argnames``, ``donate_argnums``, ``donate_argnames``.
+
+    >>> import namax as nx
+    >>> f = namedjit(lambda x: nx.sum(x * 2, "b"))
+    >>> float(f(nx.ones(nx.Axis("b", 3))).array)
+    6.0
+    """
+    if fn is None:
+        return functools.partial(namedjit, **kwargs)
+    return NamedJit(fn, **kwargs)
+
+
+__all__ = ["namedjit", "NamedJit"]

@@ -1,0 +1,47 @@
+"""Sharding inference: named values get sharding constraints from an axis mapping.
+
+The pass is a rule table for the shared :class:`~namax.interpreter.EvalInterpreter`: every
+``named_axes`` tag (so every named op's result, at every depth: inside ``scan``, ``cond``,
+``jit``, ``remat`` bodies too) is followed by ``with_sharding_constraint`` to the
+PartitionSpec its names map to. Dimensions whose size does not divide the mesh axis, or
+that would reuse a mesh axis already taken by an earlier dimension of the same value,
+stay replicated (XLA is free to choose there).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import jax
+from jax.extend import core as jcore
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..interpreter import EvalInterpreter, Rule, bind_eqn
+from ..partitioning import ResourceMapping, auto_twin, pspec_for
+from ..tag import named_axes_p
+
+
+def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh) -> jax.Array:
+    """``x`` with a sharding constraint derived from its dimension ``names`` (no-op if replicated)."""
+    spec = pspec_for(names, x.shape, mapping, mesh, strict=False, what="value")
+    if not any(e is not None for e in spec):
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def sharding_rules(mapping: ResourceMapping, mesh: Mesh) -> dict[Any, Rule]:
+    """Rules that add a sharding constraint after every ``named_axes`` tag."""
+    mesh = auto_twin(mesh)
+
+    def tag_rule(interp: EvalInterpreter, eqn: jcore.JaxprEqn, invals: list) -> list:
+        (out,) = bind_eqn(eqn, invals)
+        return [constrain(out, eqn.params["axes"], mapping, mesh)]
+
+    return {named_axes_p: tag_rule}
+
+
+def spec_or_none(names, sizes, mapping: ResourceMapping, mesh: Mesh, strict: bool, what: str) -> PartitionSpec:
+    """The PartitionSpec for a value with these names (replicated when ``names`` is None)."""
+    if names is None:
+        return PartitionSpec()
+    return pspec_for(names, sizes, mapping, mesh, strict=strict, what=what)

@@ -1,0 +1,160 @@
+"""Sharding inference from axis mappings on 8 simulated CPU devices (data=4 x model=2)."""
+
+import collections
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+import namax as nx
+from namax.jit import namedjit
+from namax.partitioning import ShardingError, axis_mapping, fsdp, pspec_for, shard
+
+Batch, Pos, Embed, Mlp, Head, Key = nx.make_axes(batch=8, position=16, embed=32, mlp=64, head=4, key=8)
+KPos = Pos.alias("key_position")
+
+COLLECTIVE = re.compile(r"\s(all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute)(?:-start)?\(")
+
+
+def collectives(compiled_text: str) -> collections.Counter:
+    return collections.Counter(m.group(1) for line in compiled_text.splitlines() if (m := COLLECTIVE.search(line)))
+
+
+def auto_mesh():
+    return jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+
+
+def rnd(key, axes, scale=1.0):
+    return nx.named(jax.random.normal(jax.random.PRNGKey(key), tuple(a.size for a in axes)) * scale, axes)
+
+
+def init_params():
+    return {
+        "w_in": rnd(1, (Embed, Mlp), 0.2),
+        "w_out": rnd(2, (Mlp, Embed), 0.2),
+        "wq": rnd(3, (Embed, Head, Key), 0.2),
+        "wk": rnd(4, (Embed, Head, Key), 0.2),
+        "wv": rnd(5, (Embed, Head, Key), 0.2),
+        "wo": rnd(6, (Head, Key, Embed), 0.2),
+    }
+
+
+def softmax(x, axis):
+    e = nx.exp(x - nx.max(x, axis))
+    return e / nx.sum(e, axis)
+
+
+def block(p, x):
+    q = nx.dot(x, p["wq"], axis=Embed)
+    k = nx.dot(x, p["wk"], axis=Embed).rename({"position": "key_position"})
+    v = nx.dot(x, p["wv"], axis=Embed).rename({"position": "key_position"})
+    scores = softmax(nx.dot(q, k, axis=Key) / np.sqrt(Key.size), KPos)
+    x = x + nx.dot(nx.dot(scores, v, axis=KPos), p["wo"], axis=(Head, Key))
+    h = nx.tanh(nx.dot(x, p["w_in"], axis=Embed))
+    return x + nx.dot(h, p["w_out"], axis=Mlp)
+
+
+def loss(p, x):
+    y = block(p, x)
+    return nx.mean(y * y).array
+
+
+def step(p, x):
+    return jax.value_and_grad(loss)(p, x)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return init_params(), rnd(0, (Batch, Pos, Embed))
+
+
+def check_equal(out, ref):
+    np.testing.assert_allclose(out[0], ref[0], rtol=1e-4)
+    for k in ref[1]:
+        np.testing.assert_allclose(out[1][k].array, ref[1][k].array, rtol=1e-3, atol=1e-5)
+
+
+def test_tensor_parallel_matches_single_device(data):
+    params, x = data
+    ref = jax.jit(step)(params, x)
+    f = namedjit(step, axis_resources={"batch": "data", "mlp": "model", "head": "model"}, mesh=auto_mesh())
+    out = f(params, x)
+    check_equal(out, ref)
+    counts = collectives(f.lower(params, x).compile().as_text())
+    assert counts["all-reduce"] >= 1, counts
+    # gradients keep the tensor-parallel layout of the weights
+    assert out[1]["w_in"].array.sharding.spec == P(None, "model")
+    assert out[1]["wq"].array.sharding.spec == P(None, "model")
+
+
+def test_fsdp_matches_single_device_and_gathers_parameters(data):
+    params, x = data
+    ref = jax.jit(step)(params, x)
+    mesh = auto_mesh()
+    params_sharded = shard(params, {"embed": "data"}, mesh)
+    assert params_sharded["w_in"].array.sharding.spec == P("data")
+    f = fsdp(step, {"embed": "data"}, {"batch": "data"}, mesh=mesh)
+    out = f(params_sharded, x)
+    check_equal(out, ref)
+    counts = collectives(f.lower(params_sharded, x).compile().as_text())
+    assert counts["all-gather"] >= 1, counts  # parameters gathered where used
+    assert counts["all-reduce"] + counts["reduce-scatter"] >= 1, counts  # gradients reduced
+    # gradients come back sharded like the parameters, never fully replicated
+    for name, g in out[1].items():
+        assert "data" in jax.tree_util.tree_leaves(tuple(g.array.sharding.spec)), (name, g.array.sharding)
+
+
+def test_axis_mapping_context_and_explicit_mesh(data):
+    params, x = data
+    ref = jax.jit(step)(params, x)
+    mesh = jax.make_mesh((4, 2), ("data", "model"))  # Explicit axes by default in jax 0.10
+    f = namedjit(step)
+    with jax.set_mesh(mesh), axis_mapping({"batch": "data", "mlp": "model"}):
+        out = f(params, shard(x))
+    check_equal(out, ref)
+    assert out[1]["w_in"].array.sharding.spec == P(None, "model")
+
+
+def test_mapping_changes_are_new_cache_entries(data):
+    params, x = data
+    f = namedjit(loss, mesh=auto_mesh())
+    with axis_mapping({"batch": "data"}):
+        f(params, x)
+        f(params, x)
+    with axis_mapping({"batch": "data", "mlp": "model"}):
+        f(params, x)
+    assert f.trace_count == 2
+
+
+def test_intermediates_carry_constraints(data):
+    params, x = data
+    f = namedjit(loss, axis_resources={"batch": "data", "mlp": "model"}, mesh=auto_mesh())
+    text = f.lower(params, x).as_text()
+    assert "sdy.sharding_constraint" in text
+    assert '{"data"}' in text and '{"model"}' in text
+
+
+def test_pspec_rules():
+    mesh = auto_mesh()
+    assert pspec_for(("batch", "embed"), (8, 32), {"batch": "data", "embed": "model"}, mesh) == P("data", "model")
+    assert pspec_for(("batch", "embed"), (8, 32), {"batch": ("data", "model")}, mesh) == P(("data", "model"))
+    with pytest.raises(ShardingError, match="mesh axis 'nope'.*mesh has axes"):
+        pspec_for(("batch",), (8,), {"batch": "nope"}, mesh)
+    with pytest.raises(ShardingError, match="axis 'batch' of size 6 does not divide.*size 4"):
+        pspec_for(("batch",), (6,), {"batch": "data"}, mesh)
+    with pytest.raises(ShardingError, match="mesh axis 'data' is used twice.*'batch'.*'embed'"):
+        pspec_for(("batch", "embed"), (8, 32), {"batch": "data", "embed": "data"}, mesh)
+    # inferred intermediates replicate instead of failing
+    assert pspec_for(("batch", "embed"), (8, 32), {"batch": "data", "embed": "data"}, mesh, strict=False) == P("data")
+
+
+def test_shard_errors_name_the_axis():
+    mesh = auto_mesh()
+    bad = rnd(0, (Batch.resize(6), Embed))
+    with pytest.raises(ShardingError, match="'batch' of size 6"):
+        shard(bad, {"batch": "data"}, mesh)
+    with pytest.raises(ValueError, match="no axis mapping"):
+        shard(bad)
