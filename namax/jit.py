@@ -20,6 +20,7 @@ from .interpreter import EvalInterpreter
 from .named import NamedArray
 from .partitioning import (Partitioning, ResourceMapping, auto_twin, current_partitioning, pspec_for,
                            resolve_mesh)
+from .passes.stablehlo import annotated
 from .passes.sharding import constrain, sharding_rules, spec_or_none
 
 InAxisResources = Union[None, ResourceMapping, Mapping[int, ResourceMapping]]
@@ -219,8 +220,27 @@ class NamedJit:
         return runner
 
     def lower(self, *args, **kwargs) -> jax.stages.Lowered:
-        """``jax.jit(...).lower``: ``.as_text()`` gives the StableHLO, ``.compile()`` the executable."""
-        return self._jit_for(self._partitioning()).lower(*args, **kwargs)
+        """Lower to annotated StableHLO: ``.as_text()`` shows it, ``.compile()`` compiles it.
+
+        The module is a clone of JAX's lowering after the StableHLO pass
+        (:mod:`namax.passes.stablehlo`): producers, arguments and results carry their
+        axis names; ``.annotation_report`` on the returned object is not available
+        (``Lowered`` has slots), use :meth:`lower_with_report` for it.
+        """
+        return self.lower_with_report(*args, **kwargs)[0]
+
+    def lower_with_report(self, *args, **kwargs):
+        """``(annotated Lowered, AnnotationReport)``."""
+        lowered = self._jit_for(self._partitioning()).lower(*args, **kwargs)
+        static = set(self.static_argnums)
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in static)
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        arg_names = _leaf_names((dyn_args, dyn_kwargs))
+        kept = lowered._lowering.compile_args.get("kept_var_idx")
+        if kept is not None and len(kept) != len(arg_names):
+            arg_names = [n for i, n in enumerate(arg_names) if i in kept]
+        result_names = _leaf_names(lowered.out_info)
+        return annotated(lowered, arg_names, result_names)
 
     def trace(self, *args, **kwargs) -> jax.stages.Traced:
         """``jax.jit(...).trace``: the traced program (``.jaxpr``) after namax's passes."""
