@@ -1,4 +1,5 @@
-"""Creating NamedArrays: arange, zeros, ones, full and their ``*_like`` forms."""
+"""Creating NamedArrays: arange, linspace, logspace, zeros, ones, full, empty and their
+``*_like`` forms."""
 
 from __future__ import annotations
 
@@ -61,4 +62,44 @@ def ones_like(x: NamedArray, dtype: Any = None) -> NamedArray:
     return full_like(x, 1, dtype)
 
 
-__all__ = ["arange", "full", "zeros", "ones", "full_like", "zeros_like", "ones_like"]
+def linspace(axis: Axis, *, start: Any, stop: Any, endpoint: bool = True, dtype: Any = None) -> NamedArray:
+    """``axis.size`` evenly spaced values from ``start`` to ``stop`` (``jnp.linspace``).
+
+    >>> import namax as nx
+    >>> nx.linspace(nx.Axis("x", 3), start=0.0, stop=1.0).array.tolist()
+    [0.0, 0.5, 1.0]
+    """
+    if not isinstance(axis, Axis):
+        raise TypeError(f"linspace needs an Axis (with a size), got {axis!r}")
+    return wrap(jnp.linspace(start, stop, axis.size, endpoint=endpoint, dtype=dtype), (axis,))
+
+
+def logspace(
+    axis: Axis, *, start: Any, stop: Any, endpoint: bool = True, base: Any = 10.0, dtype: Any = None
+) -> NamedArray:
+    """``base ** linspace(start, stop)`` along ``axis`` (``jnp.logspace``).
+
+    >>> import namax as nx
+    >>> nx.logspace(nx.Axis("x", 3), start=0.0, stop=2.0).array.tolist()
+    [1.0, 10.0, 100.0]
+    """
+    if not isinstance(axis, Axis):
+        raise TypeError(f"logspace needs an Axis (with a size), got {axis!r}")
+    return wrap(jnp.logspace(start, stop, axis.size, endpoint=endpoint, base=base, dtype=dtype), (axis,))
+
+
+def empty(shape: AxisSpec, dtype: Any = None) -> NamedArray:
+    """An array with the given axes whose values are unspecified (``jnp.empty``)."""
+    axes = _axes(shape)
+    return wrap(jnp.empty(tuple(a.size for a in axes), dtype=dtype or jnp.float32), axes)
+
+
+def empty_like(x: NamedArray, dtype: Any = None) -> NamedArray:
+    """An array with the axes and dtype of ``x`` whose values are unspecified."""
+    return empty(x.axes, dtype=dtype or x.dtype)
+
+
+__all__ = [
+    "arange", "full", "zeros", "ones", "full_like", "zeros_like", "ones_like",
+    "linspace", "logspace", "empty", "empty_like",
+]
