@@ -1,0 +1,374 @@
+"""Per-primitive rules of the names pass: how each primitive ties its output dims to its inputs.
+
+A rule sees the :class:`~namax.passes.names.NamesInterpreter`, the equation and, for each
+input, the tuple of its dimension nodes; it returns one tuple of nodes per output. Returning
+an input's node for an output dim says "same axis"; :meth:`NamesInterpreter.unify` joins two
+nodes; :meth:`NamesInterpreter.fresh` makes nodes that nothing constrains yet. ``unify``
+ignores pairs of different sizes, which is exactly size-1 broadcasting, so the rules below
+only have to say which positions correspond.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from jax.extend import core as jcore
+
+from ..tag import named_axes_p
+
+if TYPE_CHECKING:
+    from .names import NamesInterpreter
+
+Dims = tuple  # tuple[int, ...]: one node per dimension
+NameRule = Callable[["NamesInterpreter", jcore.JaxprEqn, list], list]
+
+
+# --- shape-preserving ----------------------------------------------------------------
+
+
+def elementwise(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Every output dim is the same axis as the input dims at its position (rank-0 inputs broadcast)."""
+    outs = [it.fresh(v.aval) for v in eqn.outvars]
+    for out in outs:
+        for x in ins:
+            if len(x) == len(out):
+                it.unify_dims(x, out)
+    return outs
+
+
+def identity(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Output ``i`` is input ``i`` (sharding constraints, copies, barriers, stop_gradient)."""
+    return list(ins[: len(eqn.outvars)])
+
+
+def same_as_first(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """One output shaped and named like the first input (cumulative ops, ``rev``)."""
+    return [ins[0]]
+
+
+def sort(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """All operands and results of a (multi-operand) sort share their axes."""
+    for x in ins[1:]:
+        it.unify_dims(ins[0], x)
+    return [ins[0]] * len(eqn.outvars)
+
+
+def no_constraint(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Outputs unrelated to the inputs (``iota``, random number generation)."""
+    return [it.fresh(v.aval) for v in eqn.outvars]
+
+
+def bitcast_convert_type(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Same rank: elementwise; a changed width adds or drops the last dim."""
+    (x,) = ins
+    out = it.fresh(eqn.outvars[0].aval)
+    it.unify_dims(x[: len(out)], out[: len(x)])
+    return [out]
+
+
+# --- shape-changing ------------------------------------------------------------------
+
+
+def broadcast_in_dim(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Operand dim ``i`` becomes output dim ``broadcast_dimensions[i]`` unless it broadcasts from 1."""
+    out = it.fresh(eqn.outvars[0].aval)
+    for i, d in enumerate(eqn.params["broadcast_dimensions"]):
+        it.unify(ins[0][i], out[d])
+    return [out]
+
+
+def transpose(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Output dim ``i`` is operand dim ``permutation[i]``."""
+    return [tuple(ins[0][p] for p in eqn.params["permutation"])]
+
+
+def squeeze(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """The removed size-1 dims vanish, the rest map through."""
+    gone = {d % len(ins[0]) for d in eqn.params["dimensions"]}
+    return [tuple(n for i, n in enumerate(ins[0]) if i not in gone)]
+
+
+def reshape(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Split and merge dims by matching running products; size-1 dims are ignored.
+
+    Groups of input and output dims whose sizes multiply to the same number correspond:
+    one to one they unify; several inputs into one output make that output a *composite*
+    of the inputs (its name reads ``('batch', 'position')``); one input into several
+    outputs makes the input a composite of the outputs, so splitting a merged dim recovers
+    the original names. Groups that both split and merge are left unrelated.
+    """
+    x = ins[0]
+    if eqn.params.get("dimensions") is not None:
+        x = tuple(x[d] for d in eqn.params["dimensions"])
+    out = it.fresh(eqn.outvars[0].aval)
+    src = [n for n in x if it.size(n) != 1]
+    dst = [n for n in out if it.size(n) != 1]
+    if any(it.size(n) == 0 for n in src + dst):
+        return [out]
+    for group_in, group_out in _product_groups(src, dst, it.size):
+        if len(group_in) == 1 and len(group_out) == 1:
+            it.unify(group_in[0], group_out[0])
+        elif len(group_out) == 1:
+            it.compose(group_out[0], group_in)
+        elif len(group_in) == 1:
+            it.compose(group_in[0], group_out)
+    return [out]
+
+
+def _product_groups(src: Sequence[int], dst: Sequence[int], size: Callable[[int], int]):
+    """Split two dim lists into consecutive groups with equal size products."""
+    i = j = 0
+    while i < len(src) and j < len(dst):
+        gi, gj = [src[i]], [dst[j]]
+        pi, pj = size(src[i]), size(dst[j])
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj and i < len(src):
+                pi *= size(src[i])
+                gi.append(src[i])
+                i += 1
+            elif pj < pi and j < len(dst):
+                pj *= size(dst[j])
+                gj.append(dst[j])
+                j += 1
+            else:
+                return
+        yield gi, gj
+
+
+def reduce_axes(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """``reduce_*``/``argmax``/``argmin``: the reduced ``axes`` vanish."""
+    gone = set(eqn.params["axes"])
+    return [tuple(n for i, n in enumerate(ins[0]) if i not in gone)]
+
+
+def reduce(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Generic ``reduce`` (operands then init values): operands share axes, ``dimensions`` vanish."""
+    k = len(eqn.outvars)
+    operands = ins[:k]
+    for x in operands[1:]:
+        it.unify_dims(operands[0], x)
+    gone = set(eqn.params["dimensions"])
+    return [tuple(n for i, n in enumerate(x) if i not in gone) for x in operands]
+
+
+def concatenate(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """All dims but the concatenated one unify; the concatenated dim is a new, unnamed axis."""
+    out = it.fresh(eqn.outvars[0].aval)
+    dim = eqn.params["dimension"]
+    for x in ins:
+        it.unify_dims(x[:dim] + x[dim + 1:], out[:dim] + out[dim + 1:])
+    return [out]
+
+
+def split(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Pieces keep every dim but the split one."""
+    axis = eqn.params["axis"]
+    x = ins[0]
+    return [x[:axis] + (it.fresh_dim(v.aval.shape[axis]),) + x[axis + 1:] for v in eqn.outvars]
+
+
+def pad(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Unpadded dims map through; padded dims are new axes."""
+    x = ins[0]
+    out = it.fresh(eqn.outvars[0].aval)
+    for i, cfg in enumerate(eqn.params["padding_config"]):
+        if tuple(cfg) == (0, 0, 0):
+            it.unify(x[i], out[i])
+    return [out]
+
+
+def keep_full_dims(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """``slice``/``dynamic_slice``/``top_k``: dims taken whole (same size) map through."""
+    out = it.fresh(eqn.outvars[0].aval)
+    x = ins[0]
+    if len(x) == len(out):
+        it.unify_dims(x, out)
+    return [out] + [out] * (len(eqn.outvars) - 1)
+
+
+def dynamic_update_slice(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """The result is the operand; update dims as large as the operand's are the same axes."""
+    operand, update = ins[0], ins[1]
+    it.unify_dims(operand, update)
+    return [operand]
+
+
+def gather(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Offset dims that are taken whole are the operand's; batch dims are the indices'.
+
+    Covers ``x[idx]``, ``jnp.take`` and namax indexing: the output's non-offset dims are
+    the index array's dims (without its trailing index-vector dim), in order.
+    """
+    dn = eqn.params["dimension_numbers"]
+    operand, indices = ins[0], ins[1]
+    out = it.fresh(eqn.outvars[0].aval)
+    skipped = set(dn.collapsed_slice_dims) | set(dn.operand_batching_dims)
+    window = [d for d in range(len(operand)) if d not in skipped]
+    for pos, d in zip(dn.offset_dims, window):
+        it.unify(out[pos], operand[d])
+    batch_positions = [i for i in range(len(out)) if i not in set(dn.offset_dims)]
+    for pos, idim in zip(batch_positions, range(len(indices) - 1)):
+        it.unify(out[pos], indices[idim])
+    for d, idim in zip(dn.operand_batching_dims, dn.start_indices_batching_dims):
+        it.unify(operand[d], indices[idim])
+    return [out]
+
+
+def scatter(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """The result is the operand; window dims of the updates are the operand's, scatter dims the indices'."""
+    dn = eqn.params["dimension_numbers"]
+    operand, indices, updates = ins[0], ins[1], ins[2]
+    skipped = set(dn.inserted_window_dims) | set(dn.operand_batching_dims)
+    window = [d for d in range(len(operand)) if d not in skipped]
+    for upos, d in zip(dn.update_window_dims, window):
+        it.unify(updates[upos], operand[d])
+    scatter_positions = [i for i in range(len(updates)) if i not in set(dn.update_window_dims)]
+    for upos, idim in zip(scatter_positions, range(len(indices) - 1)):
+        it.unify(updates[upos], indices[idim])
+    for d, idim in zip(dn.operand_batching_dims, dn.scatter_indices_batching_dims):
+        it.unify(operand[d], indices[idim])
+    return [operand]
+
+
+def dot_general(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Contracting dims unify pairwise; output = batch dims, lhs free dims, rhs free dims."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    lhs, rhs = ins
+    for a, b in zip(lc, rc):
+        it.unify(lhs[a], rhs[b])
+    for a, b in zip(lb, rb):
+        it.unify(lhs[a], rhs[b])
+    lfree = [d for d in range(len(lhs)) if d not in set(lc) | set(lb)]
+    rfree = [d for d in range(len(rhs)) if d not in set(rc) | set(rb)]
+    return [tuple(lhs[d] for d in lb) + tuple(lhs[d] for d in lfree) + tuple(rhs[d] for d in rfree)]
+
+
+def conv_general_dilated(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Batch and feature dims; spatial dims too when a stride-1 conv keeps their size."""
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    lhs, rhs = ins
+    out = it.fresh(eqn.outvars[0].aval)
+    if p["batch_group_count"] == 1:
+        it.unify(lhs[lhs_spec[0]], out[out_spec[0]])
+        it.unify(rhs[rhs_spec[0]], out[out_spec[1]])
+    if p["feature_group_count"] == 1:
+        it.unify(lhs[lhs_spec[1]], rhs[rhs_spec[1]])
+    unit = lambda xs: xs is None or all(s == 1 for s in xs)
+    if unit(p["window_strides"]) and unit(p["lhs_dilation"]):
+        for ls, os in zip(lhs_spec[2:], out_spec[2:]):
+            it.unify(lhs[ls], out[os])
+    return [out]
+
+
+# --- the tag and sub-jaxprs ----------------------------------------------------------
+
+
+def named_axes(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """A tag names its output; input and output are only softly linked (a tag can rename)."""
+    out = it.fresh(eqn.outvars[0].aval)
+    for node, name, src in zip(out, eqn.params["axes"], ins[0]):
+        if name is not None:
+            it.label(node, getattr(name, "name", name))
+        it.link(src, node)
+    return [out]
+
+
+def call(param: str) -> NameRule:
+    """A rule for call-like primitives whose sub-jaxpr ``param`` takes every input."""
+    def rule(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+        return it.eval_sub(eqn.params[param], param, ins)
+    rule.__doc__ = f"Walk the sub-jaxpr in param {param!r} with the equation's inputs."
+    return rule
+
+
+def scan(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Consts pass in; carry-in = carry-out = outer carry; xs lose, ys gain, the scanned axis."""
+    p = eqn.params
+    nc, nk = p["num_consts"], p["num_carry"]
+    consts, carry, xs = ins[:nc], ins[nc:nc + nk], ins[nc + nk:]
+    scanned = it.fresh_dim(p["length"])
+    for x in xs:
+        it.unify(x[0], scanned)
+    outs = it.eval_sub(p["jaxpr"], "body", [*consts, *carry, *(x[1:] for x in xs)])
+    for a, b in zip(carry, outs[:nk]):
+        it.unify_dims(a, b)
+    return [*carry, *((scanned,) + y for y in outs[nk:])]
+
+
+def cond(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Every branch gets the same operands and its outputs are unified with the others'."""
+    branches = eqn.params["branches"]
+    first = it.eval_sub(branches[0], "branch 0", ins[1:])
+    for k, branch in enumerate(branches[1:], 1):
+        for a, b in zip(first, it.eval_sub(branch, f"branch {k}", ins[1:])):
+            it.unify_dims(a, b)
+    return first
+
+
+def while_loop(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """The body's carry-out is its carry-in; the condition sees the same carry."""
+    p = eqn.params
+    nc, nb = p["cond_nconsts"], p["body_nconsts"]
+    cconsts, bconsts, carry = ins[:nc], ins[nc:nc + nb], ins[nc + nb:]
+    it.eval_sub(p["cond_jaxpr"], "cond", [*cconsts, *carry])
+    for a, b in zip(carry, it.eval_sub(p["body_jaxpr"], "body", [*bconsts, *carry])):
+        it.unify_dims(a, b)
+    return list(carry)
+
+
+# --- the table -----------------------------------------------------------------------
+
+ELEMENTWISE = (
+    "abs acos acosh add add_any and asin asinh atan atan2 atanh bessel_i0e bessel_i1e cbrt ceil clamp "
+    "clz complex conj convert_element_type cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor "
+    "ge gt igamma igamma_grad_a igammac imag integer_pow is_finite le lgamma log log1p logistic lt max min "
+    "mul ne neg nextafter not or polygamma population_count pow random_gamma_grad real "
+    "reduce_precision regularized_incomplete_beta rem round rsqrt select_n shift_left "
+    "shift_right_arithmetic shift_right_logical sign sin sinh sqrt square sub tan tanh threefry2x32 xor zeta"
+).split()
+
+IDENTITY = ("copy copy_p device_put mesh_cast name optimization_barrier pvary reshard sharding_constraint "
+            "stop_gradient").split()
+
+RULES: dict = {
+    **{name: elementwise for name in ELEMENTWISE},
+    **{name: identity for name in IDENTITY},
+    **{name: same_as_first for name in "cumsum cumprod cummax cummin cumlogsumexp rev".split()},
+    **{name: reduce_axes for name in
+       "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin".split()},
+    **{name: scatter for name in "scatter scatter-add scatter-mul scatter-min scatter-max".split()},
+    **{name: no_constraint for name in "iota rng_uniform create_token after_all".split()},
+    "reduce": reduce,
+    "sort": sort,
+    "bitcast_convert_type": bitcast_convert_type,
+    "broadcast_in_dim": broadcast_in_dim,
+    "transpose": transpose,
+    "squeeze": squeeze,
+    "reshape": reshape,
+    "concatenate": concatenate,
+    "split": split,
+    "pad": pad,
+    "slice": keep_full_dims,
+    "dynamic_slice": keep_full_dims,
+    "top_k": keep_full_dims,
+    "dynamic_update_slice": dynamic_update_slice,
+    "gather": gather,
+    "dot_general": dot_general,
+    "conv_general_dilated": conv_general_dilated,
+    named_axes_p: named_axes,
+    "jit": call("jaxpr"),
+    "pjit": call("jaxpr"),
+    "remat2": call("jaxpr"),
+    "checkpoint": call("jaxpr"),
+    "closed_call": call("call_jaxpr"),
+    "core_call": call("call_jaxpr"),
+    "custom_jvp_call": call("call_jaxpr"),
+    "custom_vjp_call": call("call_jaxpr"),
+    "custom_vjp_call_jaxpr": call("fun_jaxpr"),
+    "scan": scan,
+    "cond": cond,
+    "while": while_loop,
+}
+"""Primitive (or primitive name) -> rule. Unlisted primitives get fresh, unnamed outputs."""

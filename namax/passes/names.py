@@ -1,0 +1,471 @@
+"""Axis-name propagation over jaxprs, solved as unification over every dimension.
+
+Every dimension of every var the walk meets is a *node*. The walk (a
+:class:`~namax.interpreter.Interpreter` whose values are tuples of nodes, one per dim)
+applies a rule per primitive (:mod:`namax.passes.name_rules`) that says which output dims
+are which input dims; a union-find joins them. Names enter as *labels* on nodes: from the
+names given for the inputs and from ``named_axes`` tags. Because the constraints are
+symmetric, one solve sends names forward and backward, through every sub-jaxpr (``jit``,
+``scan``, ``cond``, ``while``, ``remat2``, ``custom_jvp_call``, ``custom_vjp_call``).
+
+Two refinements:
+
+- A tag's output is not unified with its input (a tag may rename: ``x.rename({"position":
+  "key_position"})`` is a tag after a no-op). Input and output are *linked* instead: after
+  the solve, a name crosses a link only to a side that has none, so a var named only by a
+  later tag still gets that name.
+- ``reshape`` merges make *composite* nodes: a merged dim's name is the tuple of its parts'
+  names, e.g. ``('batch', 'position')``; a split of a composite recovers the parts.
+
+Two names meeting on one node, or one name on two sizes, raise
+:class:`AxisNameConflictError` naming both axes, where each came from and the equation
+where they met. Primitives without a rule get fresh (unnamed) outputs, never wrong ones,
+and are counted in :attr:`NamesResult.unknown_primitives`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from jax.extend import core as jcore
+from jax.extend.source_info_util import summarize
+
+from ..interpreter import Interpreter
+from .name_rules import RULES
+
+AxisName = Union[str, tuple, None]
+"""A dim's name: a string, a tuple of part names for a merged dim, or None if unknown."""
+
+
+class AxisNameConflictError(ValueError):
+    """Two different axis names met on one dimension, or one name was used with two sizes."""
+
+
+# --- the union-find ------------------------------------------------------------------
+
+
+class DimSolver:
+    """Union-find over dimension nodes, with a name label and optional parts per class."""
+
+    def __init__(self):
+        self._parent: list[int] = []
+        self._size: list[int] = []
+        self._label: dict[int, tuple[str, str]] = {}  # root -> (name, where it came from)
+        self._parts: dict[int, tuple[int, ...]] = {}  # root -> nodes of a merged dim
+        self._name_sizes: dict[str, tuple[int, str]] = {}
+
+    def fresh(self, size: int) -> int:
+        self._parent.append(len(self._parent))
+        self._size.append(int(size))
+        return len(self._parent) - 1
+
+    def size(self, node: int) -> int:
+        return self._size[node]
+
+    def find(self, node: int) -> int:
+        root = node
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[node] != root:
+            self._parent[node], node = root, self._parent[node]
+        return root
+
+    def label_of(self, node: int) -> Optional[str]:
+        entry = self._label.get(self.find(node))
+        return entry[0] if entry else None
+
+    def label(self, node: int, name: str, origin: str) -> None:
+        """Give ``node``'s class the name ``name``; raises if it already has another."""
+        self._check_size(name, self._size[node], origin)
+        root = self.find(node)
+        old = self._label.get(root)
+        if old is None:
+            self._label[root] = (name, origin)
+        elif old[0] != name:
+            raise AxisNameConflictError(
+                f"Axis name conflict: one dimension is named both {old[0]!r} ({old[1]}) and {name!r} ({origin})"
+            )
+
+    def _check_size(self, name: str, size: int, origin: str) -> None:
+        seen = self._name_sizes.setdefault(name, (size, origin))
+        if seen[0] != size:
+            raise AxisNameConflictError(
+                f"Axis {name!r} has size {seen[0]} ({seen[1]}) but size {size} ({origin})"
+            )
+
+    def unify(self, a: int, b: int, where: str) -> None:
+        """Join the classes of ``a`` and ``b`` (no-op when their sizes differ: broadcasting)."""
+        work = [(a, b)]
+        while work:
+            a, b = (self.find(n) for n in work.pop())
+            if a == b or self._size[a] != self._size[b]:
+                continue
+            la, lb = self._label.get(a), self._label.get(b)
+            if la and lb and la[0] != lb[0]:
+                raise AxisNameConflictError(
+                    f"Axis name conflict at {where}: one dimension (size {self._size[a]}) is named "
+                    f"{la[0]!r} ({la[1]}) and {lb[0]!r} ({lb[1]})"
+                )
+            self._parent[b] = a
+            if la is None and lb is not None:
+                self._label[a] = lb
+            self._label.pop(b, None)
+            pa, pb = self._parts.get(a), self._parts.pop(b, None)
+            if pa is None and pb is not None:
+                self._parts[a] = pb
+            elif pa is not None and pb is not None and [self._size[n] for n in pa] == [self._size[n] for n in pb]:
+                work.extend(zip(pa, pb))
+
+    def compose(self, node: int, parts: Sequence[int], where: str) -> None:
+        """Record that ``node`` is the merge of ``parts`` (in order)."""
+        root = self.find(node)
+        old = self._parts.get(root)
+        if old is None:
+            self._parts[root] = tuple(parts)
+        elif [self._size[n] for n in old] == [self._size[n] for n in parts]:
+            for x, y in zip(old, parts):
+                self.unify(x, y, where)
+
+    def name(self, node: int) -> AxisName:
+        """The solved name: the class's label, else its parts' names, else None."""
+        root = self.find(node)
+        if root in self._label:
+            return self._label[root][0]
+        parts = self._parts.get(root)
+        if parts is None:
+            return None
+        flat: list = []
+        for p in parts:
+            n = self.name(p)
+            flat.extend(n if isinstance(n, tuple) else (n,))
+        return tuple(flat) if any(n is not None for n in flat) else None
+
+    def spread_links(self, links: Sequence[tuple[int, int]]) -> None:
+        """Copy names across tag links to sides that have none, until nothing changes."""
+        changed = True
+        while changed:
+            changed = False
+            for a, b in links:
+                la, lb = self._label.get(self.find(a)), self._label.get(self.find(b))
+                if la and not lb:
+                    self.label(b, la[0], la[1])
+                    changed = True
+                elif lb and not la:
+                    self.label(a, lb[0], lb[1])
+                    changed = True
+
+
+# --- the walk ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Enter:
+    jaxpr: jcore.Jaxpr
+    depth: int
+    title: str
+    consts: list
+    args: list
+
+
+@dataclasses.dataclass
+class _Eqn:
+    eqn: jcore.JaxprEqn
+    depth: int
+    path: tuple
+    ins: list
+    outs: Optional[list] = None
+
+
+@dataclasses.dataclass
+class _Exit:
+    jaxpr: jcore.Jaxpr
+    depth: int
+    outs: list
+
+
+def _shape(aval: Any) -> tuple:
+    return tuple(getattr(aval, "shape", ()))
+
+
+def _where(eqn: jcore.JaxprEqn, path: Sequence[str]) -> str:
+    operands = ", ".join(v.aval.str_short(short_dtypes=True) if hasattr(v.aval, "str_short") else "?" for v in eqn.invars)
+    inside = f" inside {' > '.join(path)}" if path else ""
+    return f"`{eqn.primitive.name}`({operands}) at {summarize(eqn.source_info)}{inside}"
+
+
+class NamesInterpreter(Interpreter):
+    """The names pass's walk: values are tuples of dimension nodes of a :class:`DimSolver`."""
+
+    def __init__(self, rules: Optional[Mapping[Any, Any]] = None):
+        super().__init__(RULES if rules is None else rules, default=NamesInterpreter._unknown,
+                         literal=self._literal_dims)
+        self.solver = DimSolver()
+        self.links: list[tuple[int, int]] = []
+        self.unknown: Counter = Counter()
+        self.events: list = []
+        self.visits: dict[Any, list[tuple]] = {}
+        self._path: list[str] = []
+        self._eqns: list[jcore.JaxprEqn] = []
+        self._title = "main"
+
+    # helpers for rules
+    def fresh_dim(self, size: int) -> int:
+        return self.solver.fresh(size)
+
+    def fresh(self, aval: Any) -> tuple:
+        """New, unconstrained nodes for every dim of ``aval``."""
+        return tuple(self.solver.fresh(s) for s in _shape(aval))
+
+    def size(self, node: int) -> int:
+        return self.solver.size(node)
+
+    def where(self) -> str:
+        return _where(self._eqns[-1], self._path[:-1]) if self._eqns else "the inputs"
+
+    def unify(self, a: int, b: int) -> None:
+        self.solver.unify(a, b, self.where())
+
+    def unify_dims(self, xs: Sequence[int], ys: Sequence[int]) -> None:
+        for a, b in zip(xs, ys):
+            self.solver.unify(a, b, self.where())
+
+    def compose(self, node: int, parts: Sequence[int]) -> None:
+        self.solver.compose(node, parts, self.where())
+
+    def label(self, node: int, name: str) -> None:
+        self.solver.label(node, name, f"tagged by {self.where()}")
+
+    def link(self, a: int, b: int) -> None:
+        self.links.append((a, b))
+
+    def eval_sub(self, jaxpr: Union[jcore.Jaxpr, jcore.ClosedJaxpr], title: str, args: Sequence[tuple]) -> list:
+        """Walk a sub-jaxpr (closed or open) on ``args``; returns its outputs' nodes."""
+        self._title = f"{self._eqns[-1].primitive.name} {title}" if self._eqns else title
+        if isinstance(jaxpr, jcore.ClosedJaxpr):
+            return self.run(jaxpr, *args)
+        return self.eval_jaxpr(jaxpr, (), args)
+
+    # interpreter hooks
+    def const(self, value: Any) -> tuple:
+        return tuple(self.solver.fresh(s) for s in np.shape(value))
+
+    def _literal_dims(self, lit: jcore.Literal) -> tuple:
+        return self.fresh(lit.aval)
+
+    def _unknown(self, eqn: jcore.JaxprEqn, ins: list) -> list:
+        self.unknown[eqn.primitive.name] += 1
+        return [self.fresh(v.aval) for v in eqn.outvars]
+
+    def eval_jaxpr(self, jaxpr: jcore.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list:
+        depth = len(self._eqns)
+        self.events.append(_Enter(jaxpr, depth, self._title, list(consts), list(args)))
+        for v, x in [*zip(jaxpr.constvars, consts), *zip(jaxpr.invars, args)]:
+            self.visits.setdefault(v, []).append(x)
+        outs = super().eval_jaxpr(jaxpr, consts, args)
+        self.events.append(_Exit(jaxpr, depth, outs))
+        return outs
+
+    def write(self, env, v, x) -> None:
+        super().write(env, v, x)
+        if not isinstance(v, jcore.DropVar):
+            self.visits.setdefault(v, []).append(x)
+
+    def eval_eqn(self, eqn: jcore.JaxprEqn, invals: list) -> Sequence[Any]:
+        event = _Eqn(eqn, len(self._eqns), tuple(self._path), list(invals))
+        self.events.append(event)
+        self._eqns.append(eqn)
+        self._path.append(eqn.primitive.name)
+        try:
+            event.outs = list(super().eval_eqn(eqn, invals))
+        finally:
+            self._eqns.pop()
+            self._path.pop()
+        return event.outs
+
+
+# --- the result ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EqnNames:
+    """One visited equation with its operands' and results' names."""
+
+    eqn: jcore.JaxprEqn
+    path: tuple  # enclosing primitives, outermost first
+    in_names: list
+    out_names: list
+
+    @property
+    def primitive(self) -> str:
+        return self.eqn.primitive.name
+
+
+class NamesResult:
+    """The solved names of a jaxpr: look up any var, list equations, print, report coverage."""
+
+    def __init__(self, closed: jcore.ClosedJaxpr, walk: NamesInterpreter, in_dims: list, out_dims: list):
+        self.closed_jaxpr = closed
+        self._walk = walk
+        self._solver = walk.solver
+        self.in_names: list[tuple] = [self.names(d) for d in in_dims]
+        """Names of the top-level inputs, one tuple per flattened input."""
+        self.out_names: list[tuple] = [self.names(d) for d in out_dims]
+        """Names of the top-level outputs."""
+
+    def names(self, dims: Sequence[int]) -> tuple:
+        return tuple(self._solver.name(n) for n in dims)
+
+    def names_of(self, var: Any) -> tuple:
+        """The names of ``var`` (any jaxpr var, at any depth); literals are unnamed.
+
+        A var of a sub-jaxpr walked more than once (one cached jitted function called at two
+        places) keeps a name only where every visit agrees.
+        """
+        if isinstance(var, jcore.Literal):
+            return (None,) * len(_shape(var.aval))
+        visits = self._walk.visits.get(var)
+        if not visits:
+            raise KeyError(f"var {var} of type {var.aval} was not reached by the names pass")
+        per_visit = [self.names(d) for d in visits]
+        return tuple(ns[0] if all(n == ns[0] for n in ns) else None for ns in zip(*per_visit))
+
+    @property
+    def unknown_primitives(self) -> dict[str, int]:
+        """Primitives the pass has no rule for (their outputs stayed unnamed), with counts."""
+        return dict(self._walk.unknown)
+
+    def coverage_report(self) -> str:
+        """A line per primitive without a rule, or a note that every primitive was covered."""
+        if not self._walk.unknown:
+            return "names pass: every primitive had a rule"
+        lines = [f"  {name}: {count} eqn(s), outputs left unnamed" for name, count in sorted(self._walk.unknown.items())]
+        return "names pass: primitives without a rule\n" + "\n".join(lines)
+
+    def equations(self, primitive: Optional[str] = None) -> list[EqnNames]:
+        """Every visited equation (at every depth, in walk order), optionally of one primitive."""
+        return [EqnNames(e.eqn, e.path, [self.names(d) for d in e.ins], [self.names(d) for d in e.outs])
+                for e in self._walk.events
+                if isinstance(e, _Eqn) and e.outs is not None and (primitive is None or e.eqn.primitive.name == primitive)]
+
+    def type_str(self, aval: Any, dims: Sequence[int]) -> str:
+        """``f32[batch:8,embed:256]``; unknown dims print as ``_:8``, merged ones as ``batch*position:32``."""
+        short = aval.str_short(short_dtypes=True) if hasattr(aval, "str_short") else str(aval)
+        dtype = short.split("[", 1)[0]
+        return f"{dtype}[{','.join(f'{_name_str(self._solver.name(n))}:{self._solver.size(n)}' for n in dims)}]"
+
+    def pretty(self) -> str:
+        """The jaxpr, as walked, with every var typed by its axis names."""
+        return _Printer(self).render(self._walk.events)
+
+    def __str__(self) -> str:
+        return self.pretty()
+
+
+def _name_str(name: AxisName) -> str:
+    if name is None:
+        return "_"
+    if isinstance(name, tuple):
+        return "*".join(_name_str(n) for n in name)
+    return name
+
+
+class _Printer:
+    def __init__(self, result: NamesResult):
+        self.result = result
+        self.var_names: dict[Any, str] = {}
+
+    def var(self, v: Any) -> str:
+        if isinstance(v, jcore.Literal):
+            return f"{v.val}"
+        if v not in self.var_names:
+            n, s = len(self.var_names), ""
+            while True:
+                s = chr(ord("a") + n % 26) + s
+                n = n // 26 - 1
+                if n < 0:
+                    break
+            self.var_names[v] = s
+        return self.var_names[v]
+
+    def typed(self, v: Any, dims: Sequence[int]) -> str:
+        if isinstance(v, jcore.DropVar):
+            return "_"
+        return f"{self.var(v)}:{self.result.type_str(v.aval, dims)}"
+
+    def render(self, events: list) -> str:
+        lines = []
+        for e in events:
+            pad = "  " * (2 * e.depth)
+            if isinstance(e, _Enter):
+                consts = " ".join(self.typed(v, d) for v, d in zip(e.jaxpr.constvars, e.consts))
+                args = " ".join(self.typed(v, d) for v, d in zip(e.jaxpr.invars, e.args))
+                title = f"{e.title}: " if e.depth else ""
+                lines.append(f"{pad}{title}{{ lambda {consts}; {args}. let")
+            elif isinstance(e, _Eqn):
+                outs = " ".join(self.typed(v, d) for v, d in zip(e.eqn.outvars, e.outs or ()))
+                params = _short_params(e.eqn.params)
+                ins = " ".join(self.var(v) for v in e.eqn.invars)
+                lines.append(f"{pad}    {outs} = {e.eqn.primitive.name}{params} {ins}".rstrip())
+            else:
+                lines.append(f"{pad}  in ({', '.join(self.var(v) for v in e.jaxpr.outvars)}) }}")
+        return "\n".join(lines)
+
+
+def _short_params(params: Mapping[str, Any]) -> str:
+    shown = []
+    for k, v in params.items():
+        if v is None or isinstance(v, (jcore.Jaxpr, jcore.ClosedJaxpr)) or callable(v):
+            continue
+        if isinstance(v, tuple) and any(isinstance(b, (jcore.Jaxpr, jcore.ClosedJaxpr)) for b in v):
+            continue
+        text = f"{k}={v}"
+        if len(text) <= 60:
+            shown.append(text)
+    return f"[{' '.join(shown)}]" if shown else ""
+
+
+# --- entry point ---------------------------------------------------------------------
+
+
+def infer(closed_jaxpr: jcore.ClosedJaxpr, in_names: Optional[Sequence[Optional[Sequence[Any]]]] = None) -> NamesResult:
+    """Solve the axis names of every var of ``closed_jaxpr``.
+
+    ``in_names`` has one entry per flattened input: None (unnamed) or a sequence of one
+    name (a string, an :class:`~namax.Axis` or None) per dimension.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cj = jax.make_jaxpr(lambda x, w: jnp.tanh(x @ w))(jnp.ones((2, 3)), jnp.ones((3, 4)))
+    >>> infer(cj, [("batch", "embed"), ("embed", "mlp")]).out_names
+    [('batch', 'mlp')]
+    """
+    invars = closed_jaxpr.jaxpr.invars
+    if in_names is None:
+        in_names = [None] * len(invars)
+    in_names = list(in_names)
+    if len(in_names) != len(invars):
+        raise ValueError(f"infer: got names for {len(in_names)} inputs but the jaxpr has {len(invars)} inputs")
+    walk = NamesInterpreter()
+    in_dims = [walk.fresh(v.aval) for v in invars]
+    for i, (v, dims, names) in enumerate(zip(invars, in_dims, in_names)):
+        if names is None:
+            continue
+        names = tuple(names)
+        if len(names) != len(dims):
+            raise ValueError(
+                f"infer: input {i} has shape {_shape(v.aval)} but {len(names)} names were given: {names}"
+            )
+        for d, (node, name) in enumerate(zip(dims, names)):
+            if getattr(name, "size", walk.size(node)) != walk.size(node):
+                raise ValueError(f"infer: input {i} dimension {d} has size {walk.size(node)} but was named {name}")
+            name = getattr(name, "name", name)
+            if name is not None:
+                walk.solver.label(node, name, f"input {i}, dimension {d}")
+    out_dims = walk.run(closed_jaxpr, *in_dims)
+    walk.solver.spread_links(walk.links)
+    return NamesResult(closed_jaxpr, walk, in_dims, out_dims)
+
+
+__all__ = ["AxisName", "AxisNameConflictError", "DimSolver", "EqnNames", "NamesInterpreter", "NamesResult", "infer"]
