@@ -243,3 +243,31 @@ def test_indexing_results_are_tagged():
     jaxpr = jax.make_jaxpr(lambda w, ids: w["vocab", ids])(w, ids)
     tags = [e.params["axes"] for e in jaxpr.jaxpr.eqns if e.primitive.name == "named_axes"]
     assert tags[-1] == ("batch", "position", "embed")
+
+
+# --- random combinations against NumPy ------------------------------------------------------
+
+_index_value = st.one_of(
+    st.integers(-3, 2),
+    st.builds(slice, st.integers(-4, 4) | st.none(), st.integers(-4, 4) | st.none(), st.sampled_from([None, 1, 2, -1])),
+)
+
+
+@given(st.dictionaries(st.sampled_from(["batch", "position", "head"]), _index_value, max_size=3))
+def test_random_static_indices_match_numpy(idx):
+    x = rand((Axis("batch", 3), Axis("position", 4), H))
+    ref_idx = tuple(idx.get(name, slice(None)) for name in x.axis_names)
+    ref = np.asarray(x.array)[ref_idx]
+    y = x[idx] if idx else x[{}]
+    np.testing.assert_array_equal(y.array, ref)
+    assert y.axis_names == tuple(n for n in x.axis_names if not isinstance(idx.get(n, slice(None)), int))
+
+
+def test_take_gradient_and_vmap():
+    w = rand((V, E))
+    ids = ints((P,), V.size, 6)
+    g = jax.grad(lambda w: (nx.take(w, "vocab", ids) * nx.arange(P)).sum().array)(w)
+    r = jax.grad(lambda a: (a[ids.array] * jnp.arange(6.0)[:, None]).sum())(w.array)
+    np.testing.assert_allclose(g.array, r)
+    batched = jax.vmap(lambda i: w["vocab", i].array)(jnp.arange(3))
+    np.testing.assert_array_equal(batched, np.asarray(w.array)[:3])

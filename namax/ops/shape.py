@@ -254,8 +254,7 @@ def unbind(x: NamedArray, axis: AxisSelector) -> list[NamedArray]:
     """
     i = x.axis_index(axis)
     rest = x.axes[:i] + x.axes[i + 1 :]
-    moved = jnp.moveaxis(x.array, i, 0)
-    return [wrap(moved[k], rest) for k in range(x.axes[i].size)]
+    return [wrap(jax.lax.index_in_dim(x.array, k, axis=i, keepdims=False), rest) for k in range(x.axes[i].size)]
 
 
 def roll(x: NamedArray, shift: Any, axis: AxisSelection) -> NamedArray:
