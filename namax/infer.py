@@ -11,13 +11,15 @@ from .named import NamedArray
 from .passes.names import NamesResult, infer
 
 
-def infer_names(fn: Callable, *args: Any, in_axes: Optional[Sequence[Any]] = None) -> NamesResult:
+def infer_names(fn: Callable, *args: Any, in_axes: Optional[Sequence[Any]] = None,
+                check_sizes: bool = False) -> NamesResult:
     """Trace ``fn(*args)`` and name every dimension of every value, forward and backward.
 
     NamedArray arguments bring their own axis names. ``in_axes`` names plain arrays: a
     tuple with one entry per argument, each None (unnamed), a tuple of names (a string,
     an Axis or None per dimension) for an array argument, or a matching container of
-    those for a pytree argument.
+    those for a pytree argument. ``check_sizes=True`` rejects one name used at two sizes
+    (by default allowed: slicing keeps an axis's name at a new size).
 
     >>> import jax.numpy as jnp
     >>> r = infer_names(lambda x, w: x @ w, jnp.ones((2, 3)), jnp.ones((3, 4)),
@@ -36,7 +38,7 @@ def infer_names(fn: Callable, *args: Any, in_axes: Optional[Sequence[Any]] = Non
         names.extend(_leaf_names(spec, arg, f"argument {i}"))
     flat, treedef = jax.tree_util.tree_flatten(args)
     closed = jax.make_jaxpr(lambda *leaves: fn(*jax.tree_util.tree_unflatten(treedef, leaves)))(*flat)
-    return infer(closed, names)
+    return infer(closed, names, check_sizes=check_sizes)
 
 
 def _is_names(spec: Any) -> bool:

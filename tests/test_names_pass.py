@@ -395,9 +395,18 @@ def test_conflict_inside_a_scan_body_names_the_path():
         infer_names(f, jnp.ones((B, E)), jnp.ones((B, E)), in_axes=(("batch", "embed"), ("batch", "mlp")))
 
 
-def test_one_name_two_sizes_raises():
+def test_one_name_two_sizes_raises_when_checked():
     with pytest.raises(AxisNameConflictError, match=r"'batch' has size 2 .* but size 3"):
-        infer_names(lambda x, y: (x, y), jnp.ones((B,)), jnp.ones((3,)), in_axes=(("batch",), ("batch",)))
+        infer_names(lambda x, y: (x, y), jnp.ones((B,)), jnp.ones((3,)), in_axes=(("batch",), ("batch",)),
+                    check_sizes=True)
+
+
+def test_named_slice_keeps_the_name_at_a_new_size():
+    x = nx.named(jnp.arange(B * T, dtype=jnp.float32).reshape(B, T), (Batch, Pos))
+    r = infer_names(lambda x: (x["position", 1:3] * 2).array, x)
+    assert r.out_names == [("batch", "position")]
+    with pytest.raises(AxisNameConflictError, match=r"'position' has size 4 .* but size 2"):
+        infer_names(lambda x: (x["position", 1:3] * 2).array, x, check_sizes=True)
 
 
 def test_coverage_report_lists_unknown_primitive_and_leaves_it_unnamed():
@@ -425,3 +434,21 @@ def test_infer_names_argument_errors():
         infer_names(lambda x: x, x, in_axes=(("batch",),))
     with pytest.raises(ValueError, match="has 1 inputs"):
         infer(jax.make_jaxpr(lambda x: x)(x), [None, None])
+
+
+def test_shard_map_body_shares_names_with_sharded_dims():
+    from jax.sharding import AxisType, PartitionSpec as P
+
+    mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:2])
+
+    @jax.shard_map(mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"))
+    def f(x, w):
+        return jnp.tanh(x @ w) + lax.psum(x.sum(), "data")
+
+    r = infer_names(f, jnp.ones((4, E)), jnp.ones((E, M)), in_axes=(("batch", "embed"), ("embed", "mlp")))
+    (dot,) = r.equations("dot_general")
+    assert "shard_map" in dot.path
+    assert dot.out_names == [("batch", "mlp")]
+    assert dot.eqn.outvars[0].aval.shape == (2, M)  # the local block, named like the global array
+    assert r.out_names == [("batch", "mlp")]
+    assert r.unknown_primitives == {}

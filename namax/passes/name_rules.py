@@ -318,6 +318,24 @@ def while_loop(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     return list(carry)
 
 
+def shard_map(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Body dims are the outer dims: unsharded ones unify, sharded (local-size) ones are linked."""
+    body = eqn.params["jaxpr"]
+
+    def across(outer: tuple, local: tuple) -> None:
+        for a, b in zip(outer, local):
+            it.unify(a, b)  # skipped where the sizes differ (a sharded dim) ...
+            it.link(a, b)   # ... which still shares its name, like a tag would
+
+    inner = [it.fresh(v.aval) for v in body.invars]
+    for x, local in zip(ins, inner):
+        across(x, local)
+    outs = [it.fresh(v.aval) for v in eqn.outvars]
+    for y, local in zip(outs, it.eval_sub(body, "body", inner)):
+        across(y, local)
+    return outs
+
+
 # --- the table -----------------------------------------------------------------------
 
 ELEMENTWISE = (
@@ -329,8 +347,8 @@ ELEMENTWISE = (
     "shift_right_arithmetic shift_right_logical sign sin sinh sqrt square sub tan tanh threefry2x32 xor zeta"
 ).split()
 
-IDENTITY = ("copy copy_p device_put mesh_cast name optimization_barrier pvary reshard sharding_constraint "
-            "stop_gradient").split()
+IDENTITY = ("copy copy_p device_put mesh_cast name optimization_barrier pmax pmin ppermute psum psum_invariant pvary reshard "
+            "sharding_constraint stop_gradient").split()
 
 RULES: dict = {
     **{name: elementwise for name in ELEMENTWISE},
@@ -370,5 +388,6 @@ RULES: dict = {
     "scan": scan,
     "cond": cond,
     "while": while_loop,
+    "shard_map": shard_map,
 }
 """Primitive (or primitive name) -> rule. Unlisted primitives get fresh, unnamed outputs."""

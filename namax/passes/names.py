@@ -17,9 +17,10 @@ Two refinements:
 - ``reshape`` merges make *composite* nodes: a merged dim's name is the tuple of its parts'
   names, e.g. ``('batch', 'position')``; a split of a composite recovers the parts.
 
-Two names meeting on one node, or one name on two sizes, raise
-:class:`AxisNameConflictError` naming both axes, where each came from and the equation
-where they met. Primitives without a rule get fresh (unnamed) outputs, never wrong ones,
+Two names meeting on one node raise :class:`AxisNameConflictError` naming both axes,
+where each came from and the equation where they met. One name on two sizes raises too,
+but only with ``check_sizes=True``: namax's own slicing keeps an axis's name at a new size
+(``x["position", 0:2]`` is still ``position``), so by default it is allowed. Primitives without a rule get fresh (unnamed) outputs, never wrong ones,
 and are counted in :attr:`NamesResult.unknown_primitives`.
 """
 
@@ -50,7 +51,8 @@ class AxisNameConflictError(ValueError):
 class DimSolver:
     """Union-find over dimension nodes, with a name label and optional parts per class."""
 
-    def __init__(self):
+    def __init__(self, check_sizes: bool = False):
+        self.check_sizes = check_sizes
         self._parent: list[int] = []
         self._size: list[int] = []
         self._label: dict[int, tuple[str, str]] = {}  # root -> (name, where it came from)
@@ -79,7 +81,8 @@ class DimSolver:
 
     def label(self, node: int, name: str, origin: str) -> None:
         """Give ``node``'s class the name ``name``; raises if it already has another."""
-        self._check_size(name, self._size[node], origin)
+        if self.check_sizes:
+            self._check_size(name, self._size[node], origin)
         root = self.find(node)
         old = self._label.get(root)
         if old is None:
@@ -199,10 +202,10 @@ def _where(eqn: jcore.JaxprEqn, path: Sequence[str]) -> str:
 class NamesInterpreter(Interpreter):
     """The names pass's walk: values are tuples of dimension nodes of a :class:`DimSolver`."""
 
-    def __init__(self, rules: Optional[Mapping[Any, Any]] = None):
+    def __init__(self, rules: Optional[Mapping[Any, Any]] = None, check_sizes: bool = False):
         super().__init__(RULES if rules is None else rules, default=NamesInterpreter._unknown,
                          literal=self._literal_dims)
-        self.solver = DimSolver()
+        self.solver = DimSolver(check_sizes)
         self.links: list[tuple[int, int]] = []
         self.unknown: Counter = Counter()
         self.events: list = []
@@ -430,11 +433,13 @@ def _short_params(params: Mapping[str, Any]) -> str:
 # --- entry point ---------------------------------------------------------------------
 
 
-def infer(closed_jaxpr: jcore.ClosedJaxpr, in_names: Optional[Sequence[Optional[Sequence[Any]]]] = None) -> NamesResult:
+def infer(closed_jaxpr: jcore.ClosedJaxpr, in_names: Optional[Sequence[Optional[Sequence[Any]]]] = None,
+          *, check_sizes: bool = False) -> NamesResult:
     """Solve the axis names of every var of ``closed_jaxpr``.
 
     ``in_names`` has one entry per flattened input: None (unnamed) or a sequence of one
-    name (a string, an :class:`~namax.Axis` or None) per dimension.
+    name (a string, an :class:`~namax.Axis` or None) per dimension. ``check_sizes=True``
+    also rejects one name used at two sizes anywhere in the program.
 
     >>> import jax, jax.numpy as jnp
     >>> cj = jax.make_jaxpr(lambda x, w: jnp.tanh(x @ w))(jnp.ones((2, 3)), jnp.ones((3, 4)))
@@ -447,7 +452,7 @@ def infer(closed_jaxpr: jcore.ClosedJaxpr, in_names: Optional[Sequence[Optional[
     in_names = list(in_names)
     if len(in_names) != len(invars):
         raise ValueError(f"infer: got names for {len(in_names)} inputs but the jaxpr has {len(invars)} inputs")
-    walk = NamesInterpreter()
+    walk = NamesInterpreter(check_sizes=check_sizes)
     in_dims = [walk.fresh(v.aval) for v in invars]
     for i, (v, dims, names) in enumerate(zip(invars, in_dims, in_names)):
         if names is None:
