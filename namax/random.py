@@ -181,6 +181,41 @@ def permutation(key: jax.Array, x: Axis | NamedArray, axis: Optional[AxisSelecto
     return wrap(jax.random.permutation(key, x.array, axis=i, independent=independent), x.axes)
 
 
+def choice(
+    key: jax.Array,
+    shape: AxisSpec,
+    a: NamedArray,
+    axis: AxisSelector,
+    replace: bool = True,
+    p: Optional[NamedArray] = None,
+) -> NamedArray:
+    """Entries of ``a`` drawn along ``axis``; ``axis`` is replaced by ``shape``'s axes, in place.
+
+    ``p`` (optional) is a NamedArray of probabilities with the single axis ``axis``.
+
+    >>> import jax, namax as nx
+    >>> V, S = nx.Axis("vocab", 5), nx.Axis("sample", 3)
+    >>> nx.random.choice(jax.random.key(0), S, nx.arange(V), "vocab", replace=False).axes
+    (Axis('sample', 3),)
+    """
+    if not isinstance(a, NamedArray):
+        raise TypeError(f"choice: a must be a NamedArray, got {type(a).__name__}")
+    axes = _shape(shape, "choice")
+    i = a.axis_index(axis)
+    chosen = a.axes[i]
+    out_axes = a.axes[:i] + axes + a.axes[i + 1 :]
+    names = [x.name for x in out_axes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"choice: shape {_axes_str(axes)} reuses an axis name of a {_axes_str(a.axes)}")
+    raw_p = None
+    if p is not None:
+        if not isinstance(p, NamedArray) or p.axis_names != (chosen.name,):
+            raise ValueError(f"choice: p must be a NamedArray with the single axis {chosen.name!r}, got {p!r}")
+        raw_p = p.array
+    return wrap(jax.random.choice(key, a.array, _sizes(axes), replace=replace, p=raw_p, axis=i), out_axes)
+
+
 __all__ = [
     "normal", "uniform", "bernoulli", "randint", "truncated_normal", "gumbel", "categorical", "permutation",
+    "choice",
 ]

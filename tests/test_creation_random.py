@@ -144,3 +144,21 @@ def test_random_errors():
 def test_random_results_are_tagged():
     assert tagged_names(lambda k: nx.random.normal(k, (B, E)), KEY)[-1] == ("batch", "embed")
     assert tagged_names(lambda k: nx.random.uniform(k, (E,)), KEY)[-1] == ("embed",)
+
+
+def test_choice_matches_jax_random():
+    S = Axis("sample", 2)
+    a = nx.named(jnp.arange(15.0).reshape(3, 5), (B, V))
+    y = nx.random.choice(KEY, S, a, "vocab")
+    assert y.axes == (B, S)
+    np.testing.assert_array_equal(y.array, jax.random.choice(KEY, a.array, (2,), axis=1))
+    p = nx.named(jnp.array([0.0, 0.0, 1.0, 0.0, 0.0]), V)
+    y = nx.random.choice(KEY, (S, E), a, V, p=p)
+    assert y.axes == (B, S, E)
+    np.testing.assert_array_equal(y.array, jnp.broadcast_to(a.array[:, 2, None, None], (3, 2, 4)))
+    y = nx.random.choice(KEY, Axis("pick", 3), a, "batch", replace=False)
+    np.testing.assert_array_equal(y.array, jax.random.choice(KEY, a.array, (3,), replace=False, axis=0))
+    with pytest.raises(ValueError, match="p must be a NamedArray with the single axis 'vocab'"):
+        nx.random.choice(KEY, S, a, "vocab", p=nx.ones((B,)))
+    with pytest.raises(ValueError, match="reuses an axis name"):
+        nx.random.choice(KEY, B, a, "vocab")
