@@ -355,6 +355,16 @@ def test_shape_ops(fn, expected):
     assert r.unknown_primitives == {}
 
 
+def test_random_keys_keep_their_batch_dims():
+    def f(seeds):
+        keys = jax.vmap(jax.random.key)(seeds)
+        return jax.vmap(lambda k: jax.random.normal(k, (E,)))(keys)
+
+    r = infer_names(f, jnp.arange(B), in_axes=(("batch",),))
+    assert r.out_names == [("batch", None)]
+    assert r.unknown_primitives == {}
+
+
 def test_gather_take_and_indexing():
     table, ids = jnp.ones((7, E)), jnp.zeros((B, T), jnp.int32)
     r = infer_names(lambda t, i: (t[i], jnp.take(t, i[0], axis=1)), table, ids, in_axes=(("vocab", "embed"), ("batch", "position")))

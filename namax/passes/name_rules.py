@@ -53,6 +53,14 @@ def sort(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     return [ins[0]] * len(eqn.outvars)
 
 
+def leading(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """Outputs share the first input's leading dims (PRNG keys: ``random_wrap``, ``random_bits``, ...)."""
+    outs = [it.fresh(v.aval) for v in eqn.outvars]
+    for out in outs:
+        it.unify_dims(ins[0], out)
+    return outs
+
+
 def no_constraint(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     """Outputs unrelated to the inputs (``iota``, random number generation)."""
     return [it.fresh(v.aval) for v in eqn.outvars]
@@ -358,6 +366,8 @@ RULES: dict = {
        "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin".split()},
     **{name: scatter for name in "scatter scatter-add scatter-mul scatter-min scatter-max".split()},
     **{name: no_constraint for name in "iota rng_uniform create_token after_all".split()},
+    **{name: leading for name in
+       "random_bits random_fold_in random_seed random_split random_unwrap random_wrap".split()},
     "reduce": reduce,
     "sort": sort,
     "bitcast_convert_type": bitcast_convert_type,
