@@ -28,7 +28,13 @@ class NamedArray:
     __array_priority__ = 1000  # numpy defers binary ops to us
 
     def __init__(self, array: Any, axes: Sequence[Axis]):
-        axes = tuple(axes)
+        axes = ensure_tuple(axes)
+        for ax in axes:
+            if not isinstance(ax, Axis):
+                raise TypeError(
+                    f"NamedArray: axes must be Axis objects (with sizes), got {ax!r}; "
+                    "use namax.named(array, names) to take sizes from the array"
+                )
         shape = getattr(array, "shape", None)
         if isinstance(shape, tuple):
             if len(shape) != len(axes):
@@ -351,8 +357,9 @@ def broadcast_arrays(*xs: Any, what: str = "operands") -> tuple[tuple[Axis, ...]
     for x in xs:
         if not isinstance(x, NamedArray) and not is_scalarish(x) and x is not None:
             shape = getattr(x, "shape", None)
+            what_it_is = f"an unnamed array of shape {shape}" if shape is not None else f"a {type(x).__name__}"
             raise TypeError(
-                f"Cannot combine a NamedArray with an unnamed array of shape {shape}: name its axes first "
+                f"Cannot combine a NamedArray with {what_it_is}: name its axes first "
                 f"(namax.named(array, axes)); only scalars broadcast implicitly"
             )
     axes = merge_axes(*(x.axes for x in named_ops), what=what)
