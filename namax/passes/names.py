@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from jax.extend import core as jcore
@@ -38,6 +38,12 @@ from ..interpreter import Interpreter
 from .name_rules import RULES
 
 AxisName = Union[str, tuple, None]
+Origin = Union[str, Callable[[], str]]
+"""Where a label or a constraint came from; a callable is only formatted for an error message."""
+
+
+def _text(origin: Origin) -> str:
+    return origin() if callable(origin) else origin
 """A dim's name: a string, a tuple of part names for a merged dim, or None if unknown."""
 
 
@@ -55,9 +61,9 @@ class DimSolver:
         self.check_sizes = check_sizes
         self._parent: list[int] = []
         self._size: list[int] = []
-        self._label: dict[int, tuple[str, str]] = {}  # root -> (name, where it came from)
+        self._label: dict[int, tuple[str, Origin]] = {}  # root -> (name, where it came from)
         self._parts: dict[int, tuple[int, ...]] = {}  # root -> nodes of a merged dim
-        self._name_sizes: dict[str, tuple[int, str]] = {}
+        self._name_sizes: dict[str, tuple[int, Origin]] = {}
 
     def fresh(self, size: int) -> int:
         self._parent.append(len(self._parent))
@@ -79,7 +85,7 @@ class DimSolver:
         entry = self._label.get(self.find(node))
         return entry[0] if entry else None
 
-    def label(self, node: int, name: str, origin: str) -> None:
+    def label(self, node: int, name: str, origin: Origin) -> None:
         """Give ``node``'s class the name ``name``; raises if it already has another."""
         if self.check_sizes:
             self._check_size(name, self._size[node], origin)
@@ -89,17 +95,17 @@ class DimSolver:
             self._label[root] = (name, origin)
         elif old[0] != name:
             raise AxisNameConflictError(
-                f"Axis name conflict: one dimension is named both {old[0]!r} ({old[1]}) and {name!r} ({origin})"
+                f"Axis name conflict: one dimension is named both {old[0]!r} ({_text(old[1])}) and {name!r} ({_text(origin)})"
             )
 
-    def _check_size(self, name: str, size: int, origin: str) -> None:
+    def _check_size(self, name: str, size: int, origin: Origin) -> None:
         seen = self._name_sizes.setdefault(name, (size, origin))
         if seen[0] != size:
             raise AxisNameConflictError(
-                f"Axis {name!r} has size {seen[0]} ({seen[1]}) but size {size} ({origin})"
+                f"Axis {name!r} has size {seen[0]} ({_text(seen[1])}) but size {size} ({_text(origin)})"
             )
 
-    def unify(self, a: int, b: int, where: str) -> None:
+    def unify(self, a: int, b: int, where: Origin) -> None:
         """Join the classes of ``a`` and ``b`` (no-op when their sizes differ: broadcasting)."""
         work = [(a, b)]
         while work:
@@ -109,8 +115,8 @@ class DimSolver:
             la, lb = self._label.get(a), self._label.get(b)
             if la and lb and la[0] != lb[0]:
                 raise AxisNameConflictError(
-                    f"Axis name conflict at {where}: one dimension (size {self._size[a]}) is named "
-                    f"{la[0]!r} ({la[1]}) and {lb[0]!r} ({lb[1]})"
+                    f"Axis name conflict at {_text(where)}: one dimension (size {self._size[a]}) is named "
+                    f"{la[0]!r} ({_text(la[1])}) and {lb[0]!r} ({_text(lb[1])})"
                 )
             self._parent[b] = a
             if la is None and lb is not None:
@@ -122,7 +128,7 @@ class DimSolver:
             elif pa is not None and pb is not None and [self._size[n] for n in pa] == [self._size[n] for n in pb]:
                 work.extend(zip(pa, pb))
 
-    def compose(self, node: int, parts: Sequence[int], where: str) -> None:
+    def compose(self, node: int, parts: Sequence[int], where: Origin) -> None:
         """Record that ``node`` is the merge of ``parts`` (in order)."""
         root = self.find(node)
         old = self._parts.get(root)
@@ -225,8 +231,12 @@ class NamesInterpreter(Interpreter):
     def size(self, node: int) -> int:
         return self.solver.size(node)
 
-    def where(self) -> str:
-        return _where(self._eqns[-1], self._path[:-1]) if self._eqns else "the inputs"
+    def where(self) -> Origin:
+        """The current equation and its enclosing primitives, formatted only if an error needs it."""
+        if not self._eqns:
+            return "the inputs"
+        eqn, path = self._eqns[-1], tuple(self._path[:-1])
+        return lambda: _where(eqn, path)
 
     def unify(self, a: int, b: int) -> None:
         self.solver.unify(a, b, self.where())
@@ -239,7 +249,8 @@ class NamesInterpreter(Interpreter):
         self.solver.compose(node, parts, self.where())
 
     def label(self, node: int, name: str) -> None:
-        self.solver.label(node, name, f"tagged by {self.where()}")
+        where = self.where()
+        self.solver.label(node, name, lambda: f"tagged by {_text(where)}")
 
     def link(self, a: int, b: int) -> None:
         self.links.append((a, b))
