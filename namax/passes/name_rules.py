@@ -19,7 +19,6 @@ from ..tag import named_axes_p
 if TYPE_CHECKING:
     from .names import NamesInterpreter
 
-Dims = tuple  # tuple[int, ...]: one node per dimension
 NameRule = Callable[["NamesInterpreter", jcore.JaxprEqn, list], list]
 
 
