@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -21,8 +22,8 @@ def _unary(fn: Callable) -> Callable:
 
 
 def _binary(fn: Callable) -> Callable:
-    def op(a: Any, b: Any):
-        return binary(fn, a, b)
+    def op(a: Any, b: Any, **kwargs):
+        return binary(functools.partial(fn, **kwargs) if kwargs else fn, a, b)
 
     op.__name__ = fn.__name__
     op.__qualname__ = fn.__name__
