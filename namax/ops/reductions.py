@@ -12,6 +12,11 @@ from ..axis import AxisSelection, AxisSelector, axis_name, ensure_tuple
 from ..named import NamedArray, align, wrap
 
 
+def _check_named(x: Any, what: str) -> None:
+    if not isinstance(x, NamedArray):
+        raise TypeError(f"{what}: expected a NamedArray, got {type(x).__name__}; use jnp.{what} on plain arrays")
+
+
 def _reduction_axes(x: NamedArray, axis: Optional[AxisSelection]) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(x.ndim))
@@ -22,8 +27,7 @@ def _reduction_axes(x: NamedArray, axis: Optional[AxisSelection]) -> tuple[int, 
 
 
 def _reduce(fn: Callable, x: Any, axis: Optional[AxisSelection], where: Any = None, **kwargs) -> Any:
-    if not isinstance(x, NamedArray):
-        raise TypeError(f"{fn.__name__}: expected a NamedArray, got {type(x).__name__}; use jnp.{fn.__name__} on plain arrays")
+    _check_named(x, fn.__name__)
     dims = _reduction_axes(x, axis)
     array = x.array
     if where is not None:
@@ -63,6 +67,7 @@ amin = min
 
 
 def _arg(fn: Callable, x: NamedArray, axis: Optional[AxisSelector]) -> NamedArray:
+    _check_named(x, fn.__name__)
     if axis is None:
         # index into the flattened array, as jnp does
         return wrap(fn(x.array.reshape(-1)), ())
@@ -84,6 +89,7 @@ def argmin(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
 
 def _scan(fn: Callable, name: str) -> Callable:
     def op(x: NamedArray, axis: AxisSelector, **kwargs) -> NamedArray:
+        _check_named(x, name)
         return wrap(fn(x.array, axis=x.axis_index(axis), **kwargs), x.axes)
 
     op.__name__ = op.__qualname__ = name
@@ -97,26 +103,31 @@ cumprod = _scan(jnp.cumprod, "cumprod")
 
 def cummax(x: NamedArray, axis: AxisSelector) -> NamedArray:
     """Running maximum along one named axis."""
+    _check_named(x, "cummax")
     return wrap(jax.lax.cummax(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def cummin(x: NamedArray, axis: AxisSelector) -> NamedArray:
     """Running minimum along one named axis."""
+    _check_named(x, "cummin")
     return wrap(jax.lax.cummin(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def cumlogsumexp(x: NamedArray, axis: AxisSelector) -> NamedArray:
     """Running log-sum-exp along one named axis."""
+    _check_named(x, "cumlogsumexp")
     return wrap(jax.lax.cumlogsumexp(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def sort(x: NamedArray, axis: AxisSelector) -> NamedArray:
     """Sort along one named axis."""
+    _check_named(x, "sort")
     return wrap(jnp.sort(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def argsort(x: NamedArray, axis: AxisSelector) -> NamedArray:
     """Indices that sort along one named axis."""
+    _check_named(x, "argsort")
     return wrap(jnp.argsort(x.array, axis=x.axis_index(axis)), x.axes)
 
 
