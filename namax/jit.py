@@ -21,7 +21,8 @@ from .named import NamedArray
 from .partitioning import (Partitioning, ResourceMapping, auto_twin, current_partitioning, pspec_for,
                            resolve_mesh)
 from .passes.stablehlo import annotated
-from .passes.sharding import constrain, sharding_rules, spec_or_none
+from .passes.names import infer as infer_names_pass
+from .passes.sharding import ShardingInterpreter, constrain, spec_or_none
 
 InAxisResources = Union[None, ResourceMapping, Mapping[int, ResourceMapping]]
 
@@ -64,6 +65,23 @@ def _explicit_context() -> bool:
     return bool(am.axis_names) and any(t == AxisType.Explicit for t in am.axis_types)
 
 
+def _plain_names(names) -> Optional[tuple]:
+    """``names`` if every dimension has a plain string name, else None."""
+    if names is not None and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
+def _wrap_named(x, names):
+    if names is None or isinstance(x, NamedArray) or len(names) != len(getattr(x, "shape", ())):
+        return x
+    if len(set(names)) != len(names):
+        return x
+    from .axis import Axis
+
+    return NamedArray(x, tuple(Axis(n, s) for n, s in zip(names, x.shape)))
+
+
 class NamedJit:
     """The callable returned by :func:`namedjit`; see there."""
 
@@ -71,8 +89,9 @@ class NamedJit:
                  in_axis_resources: InAxisResources = None, out_axis_resources: Optional[ResourceMapping] = None,
                  mesh: Optional[Mesh] = None, static_argnums: Union[int, Sequence[int]] = (),
                  static_argnames: Union[str, Sequence[str]] = (), donate_argnums: Union[int, Sequence[int]] = (),
-                 donate_argnames: Union[str, Sequence[str]] = ()):
+                 donate_argnames: Union[str, Sequence[str]] = (), in_axes: Optional[Sequence[Any]] = None):
         functools.update_wrapper(self, fn)
+        self.in_axes = in_axes
         self.fn = fn
         self.axis_resources = None if axis_resources is None else dict(axis_resources)
         self.in_axis_resources = in_axis_resources
@@ -93,10 +112,10 @@ class NamedJit:
         if mapping is None and ctx is not None:
             mapping = ctx.as_dict()
         if mapping is None and self.in_axis_resources is None and self.out_axis_resources is None:
-            return None
+            return None if self.in_axes is None else Partitioning.make({}, None)
         mesh = resolve_mesh(self.mesh or (ctx.mesh if ctx is not None else None))
         if mesh is None:
-            return None
+            return None if self.in_axes is None else Partitioning.make({}, None)
         return Partitioning.make(mapping or {}, mesh)
 
     # --- the traced inner function ------------------------------------------------------
@@ -110,10 +129,10 @@ class NamedJit:
         if part is None:
             return self.fn(*args, **kwargs)
         mapping = part.as_dict()
-        mesh = auto_twin(part.mesh)
+        mesh = None if part.mesh is None else auto_twin(part.mesh)
         tree = (args, kwargs)
         leaves, treedef = jax.tree_util.tree_flatten(tree)
-        names = _leaf_names(tree)
+        names = self._given_names(args, kwargs)
         dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.core.Tracer)]
         in_maps = self._input_mappings(args, kwargs, mapping)
 
@@ -139,9 +158,18 @@ class NamedJit:
         dyn_names = [names[i] for i in dynamic]
         dyn_maps = [in_maps[i] for i in dynamic]
 
+        solved = None
+        if self.in_axes is not None:
+            # plain code named on its inputs: the names pass names every value
+            solved = infer_names_pass(closed, dyn_names)
+            out_names = [n if n is not None else _plain_names(s) for n, s in
+                         zip(out_names, solved.out_names)]
+
         def run(*vals):
+            if mesh is None:
+                return EvalInterpreter().run(closed, *vals)
             vals = [x if n is None else constrain(x, n, m, mesh) for x, n, m in zip(vals, dyn_names, dyn_maps)]
-            outs = EvalInterpreter(sharding_rules(mapping, mesh)).run(closed, *vals)
+            outs = ShardingInterpreter(mapping, mesh, solved).run(closed, *vals)
             return [x if n is None else constrain(x, n, out_map, mesh) for x, n in zip(outs, out_names)]
 
         if explicit:
@@ -150,7 +178,26 @@ class NamedJit:
             specs = [spec_or_none(n, s.shape, out_map, mesh, strict=False, what="output")
                      for n, s in zip(out_names, jax.tree_util.tree_leaves(out_shape))]
             run = jax.sharding.auto_axes(run, out_sharding=specs)
-        return jax.tree_util.tree_unflatten(out_tree, run(*dyn_vals))
+        outs = run(*dyn_vals)
+        if solved is not None:
+            # plain outputs whose every dimension got a name come back as NamedArrays
+            outs = [_wrap_named(x, n) for x, n in zip(outs, out_names)]
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+
+    def _given_names(self, args, kwargs) -> list:
+        """Names per flattened leaf of (args, kwargs): NamedArray axes, else ``in_axes``."""
+        if self.in_axes is None:
+            return _leaf_names((args, kwargs))
+        from .infer import _leaf_names as names_from_spec
+
+        in_axes = tuple(self.in_axes)
+        if len(in_axes) != len(args):
+            raise ValueError(f"namedjit: in_axes has {len(in_axes)} entries for {len(args)} positional arguments")
+        out: list = []
+        for i, (spec, arg) in enumerate(zip(in_axes, args)):
+            out.extend(names_from_spec(spec, arg, f"argument {i}"))
+        out.extend(_leaf_names(kwargs))
+        return [None if n is None else tuple(getattr(a, "name", a) for a in n) for n in out]
 
     def _input_mappings(self, args, kwargs, mapping) -> list[ResourceMapping]:
         """One mapping per flattened leaf of (args, kwargs), from ``in_axis_resources``."""

@@ -158,3 +158,34 @@ def test_shard_errors_name_the_axis():
         shard(bad, {"batch": "data"}, mesh)
     with pytest.raises(ValueError, match="no axis mapping"):
         shard(bad)
+
+
+def plain_mlp(x, w1, w2):
+    """Unmodified jnp code: no namax anywhere."""
+    h = jax.nn.gelu(x @ w1)
+    return jnp.tanh(h @ w2)
+
+
+def test_plain_jnp_code_named_on_inputs_is_sharded():
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 32))
+    w1 = jax.random.normal(jax.random.PRNGKey(1), (32, 64)) * 0.2
+    w2 = jax.random.normal(jax.random.PRNGKey(2), (64, 32)) * 0.2
+    f = namedjit(plain_mlp, in_axes=(("batch", "embed"), ("embed", "mlp"), ("mlp", "embed")),
+                 axis_resources={"batch": "data", "mlp": "model"}, mesh=auto_mesh())
+    out = f(x, w1, w2)
+    # names travelled through the unmodified code to the output
+    assert isinstance(out, nx.NamedArray) and out.axis_names == ("batch", "embed")
+    np.testing.assert_allclose(out.array, plain_mlp(x, w1, w2), rtol=1e-5, atol=1e-6)
+    text = f.lower(x, w1, w2).as_text()
+    # the hidden activation (batch, mlp) is constrained to both mesh axes
+    assert '<@mesh, [{"data"}, {"model"}]>' in text
+    assert out.array.sharding.spec == P("data")
+
+
+def test_plain_code_names_without_mesh():
+    f = namedjit(lambda x, w: jnp.sum(x @ w, axis=0), in_axes=(("batch", "embed"), ("embed", "mlp")))
+    out = f(jnp.ones((4, 3)), jnp.ones((3, 5)))
+    assert out.axis_names == ("mlp",)
+    np.testing.assert_allclose(out.array, np.full(5, 12.0))
+    with pytest.raises(ValueError, match="in_axes has 2 entries for 1 positional"):
+        f(jnp.ones((4, 3)))

@@ -17,6 +17,7 @@ from jax.extend import core as jcore
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..interpreter import EvalInterpreter, Rule, bind_eqn
+from .names import NamesResult
 from ..partitioning import ResourceMapping, auto_twin, pspec_for
 from ..tag import named_axes_p
 
@@ -45,3 +46,34 @@ def spec_or_none(names, sizes, mapping: ResourceMapping, mesh: Mesh, strict: boo
     if names is None:
         return PartitionSpec()
     return pspec_for(names, sizes, mapping, mesh, strict=strict, what=what)
+
+
+class ShardingInterpreter(EvalInterpreter):
+    """Evaluate a jaxpr adding sharding constraints from names.
+
+    Named code: after every ``named_axes`` tag (:func:`sharding_rules`). Plain code with
+    names solved by the names pass (``names``): after every equation whose outputs have
+    names that the mapping shards, at every depth.
+    """
+
+    def __init__(self, mapping: ResourceMapping, mesh: Mesh, names: Optional[NamesResult] = None):
+        mesh = auto_twin(mesh)
+        super().__init__(sharding_rules(mapping, mesh))
+        self.mapping, self.mesh, self.names = mapping, mesh, names
+
+    def eval_eqn(self, eqn: jcore.JaxprEqn, invals: list):
+        outs = super().eval_eqn(eqn, invals)
+        if self.names is None or eqn.primitive is named_axes_p:
+            return outs
+        return [self._constrain(v, x) for v, x in zip(eqn.outvars, outs)]
+
+    def _constrain(self, var, x):
+        if isinstance(var, jcore.DropVar) or not hasattr(x, "shape") or not x.shape:
+            return x
+        try:
+            names = self.names.names_of(var)
+        except KeyError:
+            return x
+        if len(names) != len(x.shape):
+            return x
+        return constrain(x, names, self.mapping, self.mesh)
