@@ -1,0 +1,104 @@
+"""``Linear``: a named affine map from the ``In`` axes to the ``Out`` axes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .. import random as nxrandom
+from ..axis import Axis, AxisSpec, ensure_tuple
+from ..named import NamedArray, _axes_str
+from ..ops.creation import zeros
+from ..ops.dot import dot
+
+
+def _axis_tuple(spec: AxisSpec, arg: str, what: str) -> tuple[Axis, ...]:
+    axes = ensure_tuple(spec)
+    if not axes:
+        raise ValueError(f"{what}: {arg} is empty; give an Axis or a tuple of Axes")
+    for a in axes:
+        if not isinstance(a, Axis):
+            raise TypeError(f"{what}: {arg} must be an Axis or a tuple of Axes (with sizes), got {a!r}")
+    return axes
+
+
+class Linear(eqx.Module):
+    """``y = x . weight + bias``, contracting the ``In`` axes of ``x``.
+
+    ``In`` and ``Out`` are each an Axis or a tuple of Axes. ``weight`` has the axes
+    ``Out + In`` (``out_first=True``, the default) or ``In + Out``; ``bias`` has the axes
+    ``Out``. Any other axes of ``x`` (batch, position, ...) pass through: the result has
+    them, in ``x``'s order, followed by ``Out``.
+
+    >>> import jax, namax as nx
+    >>> Batch, Embed, Head, Key = nx.make_axes(batch=2, embed=8, head=2, key=4)
+    >>> proj = Linear.init(In=Embed, Out=(Head, Key), key=jax.random.key(0))
+    >>> proj(nx.ones((Batch, Embed))).axes
+    (Axis('batch', 2), Axis('head', 2), Axis('key', 4))
+    """
+
+    weight: NamedArray
+    bias: Optional[NamedArray]
+    In: AxisSpec = eqx.field(static=True)
+    Out: AxisSpec = eqx.field(static=True)
+
+    @staticmethod
+    def init(
+        In: AxisSpec,
+        Out: AxisSpec,
+        *,
+        key: jax.Array,
+        use_bias: bool = True,
+        out_first: bool = True,
+        init_scale: float = 1.0,
+        dtype: Any = jnp.float32,
+    ) -> "Linear":
+        """A Linear layer with a truncated-normal weight and a zero bias.
+
+        The weight is drawn from a normal truncated to ``[-3, 3]`` and scaled by
+        ``init_scale / sqrt(size of In)`` (so outputs have about unit variance for
+        unit-variance inputs at ``init_scale=1``). ``out_first`` chooses the weight's axis
+        order: ``Out + In`` (True) or ``In + Out`` (False).
+        """
+        ins = _axis_tuple(In, "In", "Linear.init")
+        outs = _axis_tuple(Out, "Out", "Linear.init")
+        shared = {a.name for a in ins} & {a.name for a in outs}
+        if shared:
+            raise ValueError(
+                f"Linear.init: In {_axes_str(ins)} and Out {_axes_str(outs)} share the axis names "
+                f"{sorted(shared)}; give the output axes other names (e.g. Axis.alias)"
+            )
+        fan_in = math.prod(a.size for a in ins)
+        weight_axes = outs + ins if out_first else ins + outs
+        weight = nxrandom.truncated_normal(key, weight_axes, -3.0, 3.0, dtype=dtype)
+        weight = weight * (init_scale / math.sqrt(max(fan_in, 1)))
+        bias = zeros(outs, dtype=dtype) if use_bias else None
+        return Linear(weight, bias, In, Out)
+
+    def __call__(self, x: NamedArray) -> NamedArray:
+        """Contract ``x``'s ``In`` axes with the weight and add the bias."""
+        if not isinstance(x, NamedArray):
+            raise TypeError(f"Linear: the input must be a NamedArray, got {type(x).__name__}")
+        ins = ensure_tuple(self.In)
+        missing = [a.name for a in ins if not x.has_axis(a.name)]
+        if missing:
+            raise ValueError(
+                f"Linear: the input with axes {_axes_str(x.axes)} lacks the In axes {missing} "
+                f"(In={_axes_str(ins)})"
+            )
+        clashing = [a.name for a in ensure_tuple(self.Out) if x.has_axis(a.name)]
+        if clashing:
+            raise ValueError(
+                f"Linear: the input with axes {_axes_str(x.axes)} already has the Out axes {clashing}"
+            )
+        out = dot(x, self.weight, axis=ins)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+__all__ = ["Linear"]
