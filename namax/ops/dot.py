@@ -26,7 +26,7 @@ def dot(*arrays: Any, axis: Optional[AxisSelection] = None, precision=None,
     >>> nx.dot(nx.ones((B, E)), nx.ones((E, M)), axis=E).axes
     (Axis('b', 2), Axis('m', 4))
     """
-    if arrays and not isinstance(arrays[0], NamedArray) and (is_axis_selection(arrays[0]) or arrays[0] == ()):
+    if arrays and (is_axis_selection(arrays[0]) or (isinstance(arrays[0], tuple) and arrays[0] == ())):
         if axis is not None:
             raise TypeError("dot: axis given both positionally (first argument) and as axis=")
         axis, arrays = arrays[0], arrays[1:]
@@ -40,6 +40,8 @@ def dot(*arrays: Any, axis: Optional[AxisSelection] = None, precision=None,
         contracted = tuple(a.name for a in all_axes)
     else:
         contracted = axis_names(axis)
+        if len(set(contracted)) != len(contracted):
+            raise ValueError(f"dot: an axis is contracted twice in axis={contracted}")
         for i, c in enumerate(ensure_tuple(axis)):
             holders = [j for j, a in enumerate(arrays) if a.has_axis(c)]
             if not holders:
