@@ -103,6 +103,7 @@ class NamedJit:
         self.donate_argnames = (donate_argnames,) if isinstance(donate_argnames, str) else tuple(donate_argnames)
         self._traces = 0
         self._jits: dict[Any, Callable] = {}
+        self._by_context: dict[Any, Callable] = {}
         self._filtered = False
 
     # --- which partitioning applies -----------------------------------------------------
@@ -221,8 +222,28 @@ class NamedJit:
         return fn
 
     # --- calling -------------------------------------------------------------------------
+    def _current_jit(self) -> Callable:
+        """The jax.jit object for the partitioning in force (memoized on the contexts)."""
+        ctx = current_partitioning()
+        if ctx is None and self._unconfigured:
+            return self._plain
+        key = (ctx, jax.sharding.get_mesh() if self.mesh is None else None)
+        jitted = self._by_context.get(key)
+        if jitted is None:
+            jitted = self._by_context[key] = self._jit_for(self._partitioning())
+        return jitted
+
+    @functools.cached_property
+    def _plain(self) -> Callable:
+        return self._jit_for(None)
+
+    @functools.cached_property
+    def _unconfigured(self) -> bool:
+        return self.axis_resources is None and self.in_axis_resources is None and \
+            self.out_axis_resources is None and self.in_axes is None
+
     def __call__(self, *args, **kwargs):
-        jitted = self._jit_for(self._partitioning())
+        jitted = self._current_jit()
         if not self._filtered:
             try:
                 return jitted(*args, **kwargs)
@@ -278,7 +299,7 @@ class NamedJit:
 
     def lower_with_report(self, *args, **kwargs):
         """``(annotated Lowered, AnnotationReport)``."""
-        lowered = self._jit_for(self._partitioning()).lower(*args, **kwargs)
+        lowered = self._current_jit().lower(*args, **kwargs)
         static = set(self.static_argnums)
         dyn_args = tuple(a for i, a in enumerate(args) if i not in static)
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
@@ -291,7 +312,7 @@ class NamedJit:
 
     def trace(self, *args, **kwargs) -> jax.stages.Traced:
         """``jax.jit(...).trace``: the traced program (``.jaxpr``) after namax's passes."""
-        return self._jit_for(self._partitioning()).trace(*args, **kwargs)
+        return self._current_jit().trace(*args, **kwargs)
 
 
 def namedjit(fn: Optional[Callable] = None, **kwargs) -> Union[NamedJit, Callable[[Callable], NamedJit]]:
