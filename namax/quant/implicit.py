@@ -1,0 +1,285 @@
+"""``ImplicitArray``: a dataclass pytree that stands for a dense array it never builds.
+
+Subclasses declare their data as dataclass fields (array children, possibly other
+implicit arrays) and their static data with :func:`aux_field`; every subclass is a
+pytree (children = non-aux fields; aux = shape, dtype and the aux fields). Inside
+:func:`namax.quant.use_implicit_args`, primitives applied to an implicit array go to
+the handlers registered with :func:`namax.quant.primitive_handler`, or materialize it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import typing
+import warnings
+from typing import Any, ClassVar, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_AUX = "namax_implicit_aux"
+
+
+def aux_field(**kwargs: Any) -> Any:
+    """A dataclass field holding static (hashable, non-array) data, e.g. a group size.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Scaled(ImplicitArray):
+    ...     x: ArrayValue
+    ...     scale: float = aux_field(default=2.0)
+    ...     def materialize(self):
+    ...         return self.x * self.scale
+    >>> Scaled(jnp.ones(3)).shape
+    (3,)
+    """
+    metadata = dict(kwargs.pop("metadata", None) or {})
+    metadata[_AUX] = True
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def is_implicit(x: Any) -> bool:
+    """True for an :class:`ImplicitArray` instance."""
+    return isinstance(x, ImplicitArray)
+
+
+def _has_aval(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, type)
+
+
+@dataclasses.dataclass
+class ImplicitArray:
+    """Base class for arrays represented implicitly (LoRA factors, int4 codes, zeros).
+
+    Subclasses implement :meth:`materialize`. ``shape`` and ``dtype`` are keyword-only;
+    when omitted they come from ``default_dtype`` or, for a subclass with array children,
+    from :meth:`compute_shape_dtype` (by default ``jax.eval_shape(self.materialize)``).
+    A subclass that declares fields without ``@dataclasses.dataclass`` is made one on
+    first instantiation. Override ``__post_init__`` for validation (call ``super()`` first).
+
+    >>> class Ones(ImplicitArray):
+    ...     default_dtype = jnp.float32
+    ...     def materialize(self):
+    ...         return jnp.ones(self.shape, self.dtype)
+    >>> Ones(shape=(2,)).materialize().tolist()
+    [1.0, 1.0]
+    """
+
+    shape: Optional[tuple] = aux_field(kw_only=True, default=None)
+    dtype: Any = aux_field(kw_only=True, default=None)
+
+    default_dtype: ClassVar[Any] = None
+    commute_ops: ClassVar[bool] = True
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if cls is ImplicitArray:
+            raise TypeError("ImplicitArray is abstract: subclass it and implement materialize()")
+        if "__dataclass_fields__" not in cls.__dict__ and _own_field_annotations(cls):
+            dataclasses.dataclass(cls)
+        return object.__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_with_keys(
+            cls, _flatten_with_keys, lambda aux, children: _unflatten(cls, aux, children), _flatten
+        )
+
+    def __post_init__(self) -> None:
+        inferred = (self.shape is None, self.dtype is None)
+        if self.shape is not None:
+            try:
+                self.shape = tuple(int(s) for s in self.shape)
+            except TypeError as e:
+                raise TypeError(f"{type(self).__name__}: shape must be a tuple of ints, got {self.shape!r}") from e
+        if self.dtype is None and self.default_dtype is not None and not _children(self):
+            self.dtype = jnp.dtype(self.default_dtype)
+            inferred = (inferred[0], False)
+        if self.shape is None or self.dtype is None:
+            if not _children(self):
+                missing = "shape" if self.shape is None else "dtype"
+                raise TypeError(f"{type(self).__name__} has no array children, so {missing}= must be given")
+            shape, dtype = self.compute_shape_dtype()
+            if self.shape is None:
+                self.shape = tuple(shape)
+            if self.dtype is None:
+                self.dtype = dtype
+        self.dtype = jnp.dtype(self.dtype)
+        object.__setattr__(self, "_inferred", inferred)
+
+    def materialize(self) -> jax.Array:
+        """The dense array this value stands for."""
+        raise NotImplementedError(f"{type(self).__name__} must implement materialize()")
+
+    def compute_shape_dtype(self) -> tuple[tuple, Any]:
+        """Logical (shape, dtype) from the children; default: ``jax.eval_shape(materialize)``."""
+        children, rebuild = _split(self)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = jax.eval_shape(lambda ch: rebuild(ch).materialize(), children)
+        return tuple(out.shape), out.dtype
+
+    @property
+    def aval(self) -> jax.core.ShapedArray:
+        """The abstract value (shape and dtype) of the dense array."""
+        return jax.core.ShapedArray(self.shape, self.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def T(self) -> Any:
+        return _implicit_op(jnp.transpose)(self)
+
+    def transpose(self, *axes: Any) -> Any:
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None)
+        return _implicit_op(jnp.transpose)(self, axes)
+
+    def reshape(self, *shape: Any) -> Any:
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return _implicit_op(jnp.reshape)(self, tuple(shape))
+
+    def astype(self, dtype: Any) -> Any:
+        return _implicit_op(lambda x, d: x.astype(d))(self, dtype)
+
+    def sum(self, axis: Any = None) -> Any:
+        return _implicit_op(jnp.sum)(self, axis)
+
+    def __getitem__(self, idx: Any) -> Any:
+        return _implicit_op(operator.getitem)(self, idx)
+
+
+ArrayValue = Union[jax.Array, ImplicitArray]
+"""Annotation for a field holding a dense or an implicit array."""
+
+
+def _own_field_annotations(cls: type) -> bool:
+    ann = cls.__dict__.get("__annotations__", {})
+    return any(not (isinstance(t, str) and t.startswith(("ClassVar", "typing.ClassVar")))
+               and typing.get_origin(t) is not ClassVar and t is not ClassVar for t in ann.values())
+
+
+def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    cache = cls.__dict__.get("_namax_fields")
+    if cache is None:
+        fs = dataclasses.fields(cls)
+        children = tuple(f.name for f in fs if not f.metadata.get(_AUX))
+        aux = tuple(f.name for f in fs if f.metadata.get(_AUX) and f.name not in ("shape", "dtype"))
+        cache = (children, aux)
+        setattr(cls, "_namax_fields", cache)
+    return cache
+
+
+def _children(x: ImplicitArray) -> tuple:
+    return tuple(getattr(x, n) for n in _fields(type(x))[0])
+
+
+def _aux(x: ImplicitArray) -> tuple:
+    return (x.shape, x.dtype, getattr(x, "_inferred", (False, False)),
+            tuple(getattr(x, n) for n in _fields(type(x))[1]))
+
+
+def _flatten(x: ImplicitArray) -> tuple[tuple, tuple]:
+    return _children(x), _aux(x)
+
+
+def _flatten_with_keys(x: ImplicitArray) -> tuple[tuple, tuple]:
+    names = _fields(type(x))[0]
+    return tuple((jax.tree_util.GetAttrKey(n), getattr(x, n)) for n in names), _aux(x)
+
+
+def _split(x: ImplicitArray):
+    """(children, rebuild): ``rebuild(children)`` is ``x`` with new children, no validation."""
+    aux = _aux(x)
+    return _children(x), (lambda ch: _unflatten(type(x), aux, tuple(ch), reinfer=False))
+
+
+_SHAPE_CACHE: dict = {}
+
+
+def _unflatten(cls: type, aux: tuple, children: tuple, reinfer: bool = True) -> ImplicitArray:
+    # Built without __init__: transformations unflatten with tracers, None or sentinels.
+    shape, dtype, inferred, aux_values = aux
+    obj = object.__new__(cls)
+    child_names, aux_names = _fields(cls)
+    for n, v in zip(child_names, children):
+        object.__setattr__(obj, n, v)
+    for n, v in zip(aux_names, aux_values):
+        object.__setattr__(obj, n, v)
+    object.__setattr__(obj, "shape", shape)
+    object.__setattr__(obj, "dtype", dtype)
+    object.__setattr__(obj, "_inferred", inferred)
+    if reinfer and any(inferred) and children and all(_has_aval(c) for c in children):
+        # Under vmap (or scan over stacked values) the children lose leading axes:
+        # recompute the logical shape from them instead of trusting the stored one.
+        new_shape, new_dtype = _reinfer(obj, aux, children)
+        if inferred[0]:
+            object.__setattr__(obj, "shape", new_shape)
+        if inferred[1]:
+            object.__setattr__(obj, "dtype", new_dtype)
+    return obj
+
+
+def _reinfer(obj: ImplicitArray, aux: tuple, children: tuple) -> tuple:
+    key = (type(obj), aux, tuple((type(c), tuple(c.shape), jnp.dtype(c.dtype)) for c in children))
+    try:
+        return _SHAPE_CACHE[key]
+    except TypeError:  # unhashable aux data
+        key = None
+    except KeyError:
+        pass
+    try:
+        shape, dtype = obj.compute_shape_dtype()
+        out = (tuple(shape), jnp.dtype(dtype))
+    except Exception:  # children from a partial transformation: keep what was stored
+        return aux[0], aux[1]
+    if key is not None:
+        _SHAPE_CACHE[key] = out
+    return out
+
+
+def materialize_value(x: Any) -> Any:
+    """``x`` as a dense array if it is implicit (recursively), else ``x`` unchanged."""
+    while is_implicit(x):
+        x = x.materialize()
+    return x
+
+
+_OPS: dict = {}
+
+
+def _implicit_op(fn: Any) -> Any:
+    """``use_implicit_args(fn)``, cached per function so its jaxpr cache is reused."""
+    wrapped = _OPS.get(fn)
+    if wrapped is None:
+        from .use_implicit import use_implicit_args
+
+        wrapped = use_implicit_args(fn)
+        if getattr(fn, "__name__", "") != "<lambda>":
+            _OPS[fn] = wrapped
+    return wrapped
+
+
+def _binop(op: Any, reflected: bool = False):
+    def method(self: ImplicitArray, other: Any) -> Any:
+        return _implicit_op(op)(other, self) if reflected else _implicit_op(op)(self, other)
+
+    return method
+
+
+for _name, _op in {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "matmul": operator.matmul, "pow": operator.pow, "floordiv": operator.floordiv, "mod": operator.mod,
+}.items():
+    setattr(ImplicitArray, f"__{_name}__", _binop(_op))
+    setattr(ImplicitArray, f"__r{_name}__", _binop(_op, reflected=True))
+for _name, _op in {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}.items():
+    setattr(ImplicitArray, f"__{_name}__", _binop(_op))
+ImplicitArray.__neg__ = lambda self: _implicit_op(operator.neg)(self)
+ImplicitArray.__abs__ = lambda self: _implicit_op(operator.abs)(self)

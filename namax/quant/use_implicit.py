@@ -1,0 +1,115 @@
+"""``use_implicit_args``: run any function on implicit arrays.
+
+The function is traced once per (tree structure, avals, static leaves) on the *logical*
+avals of its implicit arguments (``jax.make_jaxpr``), then the jaxpr is interpreted with
+the real values: an equation whose inputs include implicit arrays goes to the handlers
+(:mod:`namax.quant.handlers`), everything else is re-bound as is. Values may be tracers,
+so the result composes with ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Hashable
+
+import jax
+import numpy as np
+
+from .implicit import ImplicitArray, is_implicit
+from .interpret import ImplicitInterpreter
+
+
+def _is_dynamic(x: Any) -> bool:
+    return is_implicit(x) or isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def _spec(x: Any) -> jax.ShapeDtypeStruct:
+    if is_implicit(x):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype)
+    aval = jax.typeof(x)
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+
+class _Static:
+    """A static leaf in the cache key: by value when hashable, else by identity."""
+
+    __slots__ = ("value", "hashable")
+
+    def __init__(self, value: Any):
+        self.value = value
+        try:
+            hash(value)
+            self.hashable = True
+        except TypeError:
+            self.hashable = False
+
+    def __hash__(self) -> int:
+        return hash((type(self.value), self.value)) if self.hashable else id(self.value)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, _Static) or self.hashable != other.hashable:
+            return False
+        if not self.hashable:
+            return self.value is other.value
+        try:
+            return type(self.value) is type(other.value) and bool(self.value == other.value)
+        except Exception:
+            return self.value is other.value
+
+
+def use_implicit_args(fn: Callable) -> Callable:
+    """``fn`` accepting :class:`ImplicitArray` values anywhere in its (keyword) arguments.
+
+    >>> import jax.numpy as jnp
+    >>> from namax.quant.zeros import Zeros
+    >>> f = use_implicit_args(lambda x, y: x * y)
+    >>> f(Zeros(shape=(2,)), jnp.ones(2))
+    Zeros((2,), float32)
+    """
+    cache: dict = {}
+    interpreter = ImplicitInterpreter()
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=is_implicit)
+        dynamic = [x for x in leaves if _is_dynamic(x)]
+        statics = tuple(_Static(x) for x in leaves if not _is_dynamic(x))
+        kinds = tuple(_is_dynamic(x) for x in leaves)
+        specs = [_spec(x) for x in dynamic]
+        key = (treedef, kinds, tuple((s.shape, s.dtype, s.weak_type) for s in specs), statics)
+        entry = cache.get(key)
+        if entry is None:
+            entry = _trace(fn, treedef, kinds, [s.value for s in statics], specs)
+            if not any(isinstance(c, jax.core.Tracer) for c in entry[0].consts):
+                cache[key] = entry
+        closed, out_kinds, out_statics, out_tree = entry
+        outs = iter(interpreter.run(closed, *dynamic))
+        static_it = iter(out_statics)
+        out_leaves = [next(outs) if k else next(static_it) for k in out_kinds]
+        return jax.tree_util.tree_unflatten(out_tree, out_leaves)
+
+    wrapped.__namax_implicit_cache__ = cache
+    return wrapped
+
+
+def _trace(fn: Callable, treedef: Any, kinds: tuple, statics: list, specs: list):
+    box: dict[str, Hashable] = {}
+
+    def flat_fn(*dyn: Any) -> list:
+        dyn_it, static_it = iter(dyn), iter(statics)
+        leaves = [next(dyn_it) if k else next(static_it) for k in kinds]
+        args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+        out = fn(*args, **kwargs)
+        out_leaves, out_tree = jax.tree_util.tree_flatten(out)
+        out_kinds = tuple(isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in out_leaves)
+        box["kinds"], box["tree"] = out_kinds, out_tree
+        box["statics"] = [x for x, k in zip(out_leaves, out_kinds) if not k]
+        return [x for x, k in zip(out_leaves, out_kinds) if k]
+
+    closed = jax.make_jaxpr(flat_fn)(*specs)
+    return closed, box["kinds"], box["statics"], box["tree"]
+
+
+def implicit_leaves(tree: Any) -> list[ImplicitArray]:
+    """The outermost implicit arrays in ``tree``."""
+    return [x for x in jax.tree_util.tree_leaves(tree, is_leaf=is_implicit) if is_implicit(x)]
