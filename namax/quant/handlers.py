@@ -45,11 +45,19 @@ class _Handler:
             raise TypeError(f"handler {fn.__qualname__} must take the primitive as its first positional parameter")
         self.types: list = []
         self.rest: Optional[Any] = None
+        self.any_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
+        self.keywords = frozenset(p.name for p in params[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
         for p in params[1:]:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
                 self.types.append(hints.get(p.name, object))
             elif p.kind == p.VAR_POSITIONAL:
                 self.rest = hints.get(p.name, object)
+
+    def params_for(self, params: dict) -> dict:
+        """``params`` minus those the handler does not take and that are None (e.g. ``sharding``)."""
+        if self.any_kwargs:
+            return params
+        return {k: v for k, v in params.items() if k in self.keywords or v is not None}
 
     def score(self, args: Sequence[Any]) -> Optional[int]:
         """Total distance from the operands' types to the annotations; None if no match."""
@@ -148,7 +156,7 @@ def dispatch(primitive: jcore.Primitive, *args: Any, **params: Any) -> Any:
         token = _ACTIVE.set(active + ((handler.fn, ids),))
         try:
             ordered = (args[1], args[0]) if swapped else args
-            out = handler.fn(primitive, *ordered, **params)
+            out = handler.fn(primitive, *ordered, **handler.params_for(params))
         finally:
             _ACTIVE.reset(token)
         if out is not NotImplemented:

@@ -100,7 +100,11 @@ class ImplicitArray:
             if not _children(self):
                 missing = "shape" if self.shape is None else "dtype"
                 raise TypeError(f"{type(self).__name__} has no array children, so {missing}= must be given")
-            shape, dtype = self.compute_shape_dtype()
+            try:
+                shape, dtype = self.compute_shape_dtype()
+            except Exception as e:
+                raise ValueError(f"could not infer the shape/dtype of {type(self).__name__} from its children "
+                                 f"({type(e).__name__}: {e}); check their shapes or pass shape= and dtype=") from e
             if self.shape is None:
                 self.shape = tuple(shape)
             if self.dtype is None:
