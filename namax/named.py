@@ -336,6 +336,13 @@ def align(x: NamedArray, axes: Sequence[Axis]) -> jax.Array:
     missing = [n for n in own if n not in names]
     if missing:
         raise ValueError(f"align: axes {missing} of {_axes_str(x.axes)} are not in the target {_axes_str(axes)}")
+    for ax in x.axes:
+        target = axes[names.index(ax.name)]
+        if target.size != ax.size:
+            raise ValueError(
+                f"align: axis {ax.name!r} has size {ax.size} in {_axes_str(x.axes)} but size {target.size} "
+                f"in the target {_axes_str(axes)}"
+            )
     order = sorted(range(len(own)), key=lambda i: names.index(own[i]))
     arr = x.array
     if order != list(range(len(own))):

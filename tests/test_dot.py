@@ -203,3 +203,7 @@ def test_einsum_errors():
         nx.einsum("batch c1, c1 -> batch", x, rand((C1.resize(4),)))
     with pytest.raises(TypeError, match="operand 1 is a ArrayImpl"):
         nx.einsum("batch c1, c1 fa -> batch fa", x, w.array)
+    with pytest.raises(ValueError, match=r"operand 0 spec 'c1 c1' names an axis twice"):
+        nx.einsum("c1 c1, c1 fa -> fa", x, w)
+    with pytest.raises(ValueError, match=r"output 'fa fa' names an axis twice"):
+        nx.einsum("batch c1, c1 fa -> fa fa", x, w)

@@ -1,5 +1,7 @@
 """NamedArray: construction, pytree behaviour, shape queries and operators broadcasting by name."""
 
+import doctest
+import importlib
 import operator
 
 import equinox as eqx
@@ -266,5 +268,14 @@ def test_align_and_broadcast_arrays():
     np.testing.assert_array_equal(a[:, 0, :], np.asarray(x.array).T)
     with pytest.raises(ValueError, match=r"align: axes \['position'\]"):
         align(x, (B, E))
+    with pytest.raises(ValueError, match=r"align: axis 'batch' has size 2 .* but size 7"):
+        align(x, (B.resize(7), P))
     axes, raw = broadcast_arrays(x, 2.0, rand((E,)))
     assert axes == (P, B, E) and raw[1] == 2.0 and raw[0].shape == (3, 2, 1) and raw[2].shape == (1, 1, 4)
+
+
+@pytest.mark.parametrize("module", ["namax.axis", "namax.named", "namax.tag", "namax.ops.elementwise",
+                                    "namax.ops.reductions", "namax.ops.dot"])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert result.attempted > 0 and result.failed == 0

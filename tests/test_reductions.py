@@ -143,6 +143,8 @@ def test_errors_name_the_axis_or_argument():
         nx.cumsum(x.array, E)
     with pytest.raises(TypeError, match="where= must be a NamedArray"):
         nx.sum(x, E, where=x.array > 0)
+    with pytest.raises(ValueError, match=r"align: axis 'position' has size 5 .* but size 3"):
+        nx.sum(x, E, where=rand((P.resize(5),)) > 0)
     with pytest.raises(ValueError, match=r"align: axes \['head'\]"):
         nx.sum(x, E, where=rand((Axis("head", 2),)) > 0)
 

@@ -136,6 +136,8 @@ def einsum(equation: str, *arrays: NamedArray, precision=None, preferred_element
         if not isinstance(a, NamedArray):
             raise TypeError(f"einsum: operand {i} is a {type(a).__name__}, not a NamedArray")
         names = [n for n in spec if n != "..."]
+        if len(set(names)) != len(names):
+            raise ValueError(f"einsum: operand {i} spec {' '.join(spec)!r} names an axis twice")
         for n in names:
             if not a.has_axis(n):
                 raise ValueError(f"einsum: operand {i} spec names axis {n!r} but the array has axes {_axes_str(a.axes)}")
@@ -157,6 +159,8 @@ def einsum(equation: str, *arrays: NamedArray, precision=None, preferred_element
         for n in out_names:
             if n not in by_name:
                 raise ValueError(f"einsum: output axis {n!r} is in no operand")
+        if len(set(out_names)) != len(out_names):
+            raise ValueError(f"einsum: output {rhs.strip()!r} names an axis twice")
     out_axes = tuple(by_name[n] for n in out_names)
     out = _einsum_raw(arrays, out_axes, precision, preferred_element_type)
     return wrap(out, out_axes)

@@ -10,14 +10,18 @@ import jax.numpy as jnp
 from ..named import NamedArray, binary, broadcast_arrays, unary, wrap
 
 
+_INTEGER_ONLY = ("invert", "bitwise_not")
+
+
 def _unary(fn: Callable) -> Callable:
     def op(x: Any, *args, **kwargs):
         return unary(fn, x, *args, **kwargs)
 
     op.__name__ = fn.__name__
     op.__qualname__ = fn.__name__
+    dtype = ", dtype=bool" if fn.__name__ in _INTEGER_ONLY else ""
     op.__doc__ = f"Elementwise ``jnp.{fn.__name__}``; keeps the axes of a NamedArray.\n\n" \
-                 f">>> import namax as nx\n>>> nx.{fn.__name__}(nx.ones(nx.Axis('b', 2))).axes\n(Axis('b', 2),)\n"
+                 f">>> import namax as nx\n>>> nx.{fn.__name__}(nx.ones(nx.Axis('b', 2){dtype})).axes\n(Axis('b', 2),)\n"
     return op
 
 
