@@ -36,8 +36,13 @@ def tag(x: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
     (2, 3)
     """
     axes = tuple(axes)
-    if len(axes) != jax.numpy.ndim(x):
-        raise ValueError(f"tag: {len(axes)} names {axes} for an array of shape {jax.numpy.shape(x)}")
+    for a in axes:
+        if a is not None and not (isinstance(a, str) and a):
+            raise TypeError(f"tag: axis names must be non-empty strings or None, got {a!r} in {axes}")
+    if not isinstance(x, jax.Array):
+        x = jax.numpy.asarray(x)
+    if len(axes) != x.ndim:
+        raise ValueError(f"tag: {len(axes)} names {axes} for an array of shape {x.shape}")
     return named_axes_p.bind(x, axes=axes)
 
 

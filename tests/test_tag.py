@@ -92,6 +92,25 @@ def test_tag_is_identity_eagerly_and_checks_rank():
     with pytest.raises(ValueError, match=r"tag: 1 names \('a',\) for an array of shape \(2, 3\)"):
         tag(x, ("a",))
     assert attribute_text(("a", None, "b")) == "a,_,b"
+    with pytest.raises(TypeError, match=r"non-empty strings or None, got 3"):
+        tag(x, ("a", 3))
+    from_numpy = tag(rand((2,)), ("a",))
+    assert isinstance(from_numpy, jax.Array)
+
+
+@pytest.mark.parametrize("axis_type", ["Explicit", "Auto"])
+def test_tag_on_a_sharded_mesh(axis_type):
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(getattr(AxisType, axis_type),) * 2)
+    x = jax.device_put(rand((8, 4)), NamedSharding(mesh, PartitionSpec("data", "model")))
+    f = jax.jit(jax.value_and_grad(lambda v: jnp.sum(jnp.sin(tag(v, ("batch", "embed"))))))
+    with jax.set_mesh(mesh):
+        value, grad = f(x)
+        assert 'named_axes = "batch,embed"' in f.lower(x).as_text()
+    np.testing.assert_allclose(value, np.sum(np.sin(np.asarray(x))), rtol=1e-5)
+    np.testing.assert_allclose(grad, np.cos(np.asarray(x)), rtol=1e-6)
+    assert grad.sharding.spec == PartitionSpec("data", "model")
 
 
 def test_make_jaxpr_shows_named_axes_eqns():
