@@ -2,7 +2,8 @@
 
 Run: ``python benchmarks/mlp.py [--batch 64 --embed 512 --hidden 2048 --runs 9 --steps 5]``.
 Prints a markdown table of same-run ratios (named / plain): step time, first call
-(trace + compile + run) and trace + lower, plus the op counts of both optimized HLO modules.
+(trace + compile + run), trace + lower, the cached-call time at a tiny size (dispatch
+overhead), and the op counts of both optimized HLO modules.
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def named_step(params, x, y):
 # --- measurement --------------------------------------------------------------------------
 
 
+def make_args(batch: int, embed: int, hidden: int):
+    """(plain args, named args) for one step, with the same values."""
+    Batch, Embed, Hidden = nx.make_axes(batch=batch, embed=embed, hidden=hidden)
+    Out = Embed.alias("out")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(batch, embed)).astype(np.float32)
+    y = rng.normal(size=(batch, embed)).astype(np.float32)
+    params = jax.device_put(init_params(embed, hidden))
+    plain = (params, jnp.asarray(x), jnp.asarray(y))
+    named = (named_params(params, Embed, Hidden, Out), nx.named(x, (Batch, Embed)), nx.named(y, (Batch, Out)))
+    return plain, named
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -87,16 +101,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run")
     args = parser.parse_args(argv)
 
-    Batch, Embed, Hidden = nx.make_axes(batch=args.batch, embed=args.embed, hidden=args.hidden)
-    Out = Embed.alias("out")
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(args.batch, args.embed)).astype(np.float32)
-    y = rng.normal(size=(args.batch, args.embed)).astype(np.float32)
-
-    p_params = jax.device_put(init_params(args.embed, args.hidden))
-    p_args = (p_params, jnp.asarray(x), jnp.asarray(y))
-    n_args = (named_params(p_params, Embed, Hidden, Out), nx.named(x, (Batch, Embed)), nx.named(y, (Batch, Out)))
-
+    p_args, n_args = make_args(args.batch, args.embed, args.hidden)
     plain_jit, named_jit = jax.jit(plain_step), jax.jit(named_step)
     p_loss, p_new = plain_jit(*p_args)
     n_loss, n_new = named_jit(*n_args)
@@ -109,6 +114,9 @@ def main(argv=None) -> None:
                                      "named": lambda: jax.jit(named_step)(*n_args)})
     lower = interleaved_first_calls({"plain": lambda: jax.jit(plain_step).lower(*p_args) and None,
                                      "named": lambda: jax.jit(named_step).lower(*n_args) and None}, runs=5)
+    tiny_p, tiny_n = make_args(2, 8, 16)
+    dispatch = interleaved_medians({"plain": lambda: plain_jit(*tiny_p), "named": lambda: named_jit(*tiny_n)},
+                                   runs=args.runs, steps=200)
     p_hlo = plain_jit.lower(*p_args).compile().as_text()
     n_hlo = named_jit.lower(*n_args).compile().as_text()
     p_ops, n_ops = hlo_op_counts(p_hlo), hlo_op_counts(n_hlo)
@@ -130,6 +138,8 @@ def main(argv=None) -> None:
           f"{ratio(first['named'], first['plain'])} |")
     print(f"| trace + lower | {lower['plain'] * 1e3:.1f} ms | {lower['named'] * 1e3:.1f} ms | "
           f"{ratio(lower['named'], lower['plain'])} |")
+    print(f"| cached call, tiny MLP (2x8x16) | {dispatch['plain'] * 1e6:.1f} us | {dispatch['named'] * 1e6:.1f} us | "
+          f"{ratio(dispatch['named'], dispatch['plain'])} |")
     print(f"| optimized HLO ops | {sum(p_ops.values())} | {sum(n_ops.values())} | "
           f"{verdict} |")
     if p_ops != n_ops:
