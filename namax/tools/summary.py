@@ -1,0 +1,174 @@
+"""The summary printed at the end of every dump: names, implicit arrays, collectives, memory, cost."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from typing import Any, Optional
+
+from ..tag import named_axes_p
+from .stages import ImplicitStats, Program, _implicit_line, format_type
+
+COLLECTIVE = re.compile(r"\s(all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute)(-start)?\(")
+"""A collective op in HLO text (operands such as ``%all-gather.1`` and ``-done`` halves do not match)."""
+
+_SHAPE = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+
+
+def dtype_bits(dtype: str) -> int:
+    """Bits per element of an HLO element type (``f32`` -> 32, ``pred`` -> 8, ``token`` -> 0)."""
+    if dtype == "pred":
+        return 8
+    m = re.match(r"[a-z]+?(\d+)", dtype)
+    return int(m.group(1)) if m else 0
+
+
+def shape_bytes(dtype: str, dims: str) -> int:
+    """Bytes of an HLO array type given as ``dtype`` and ``"512,512"``."""
+    n = 1
+    for d in filter(None, dims.split(",")):
+        n *= int(d)
+    return (n * dtype_bits(dtype) + 7) // 8
+
+
+def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
+    """``{kind: (count, bytes)}`` of the collectives in compiled HLO text.
+
+    Bytes come from each op's result type (all arrays of a tuple result; for an async
+    ``-start`` op, whose tuple also holds its operand, the largest one).
+
+    >>> collectives("  %all-gather = f32[512,512]{1,0} all-gather(%p), dimensions={0}")
+    {'all-gather': (1, 1048576)}
+    """
+    out: dict[str, list[int]] = {}
+    for line in hlo_text.splitlines():
+        m = COLLECTIVE.search(line)
+        if m is None:
+            continue
+        result = line[:m.start()]
+        result = result.split("=", 1)[1] if "=" in result else result
+        sizes = [shape_bytes(t, d) for t, d in _SHAPE.findall(result)]
+        nbytes = (max(sizes) if m.group(2) else sum(sizes)) if sizes else 0
+        entry = out.setdefault(m.group(1), [0, 0])
+        entry[0] += 1
+        entry[1] += nbytes
+    return {k: (c, b) for k, (c, b) in out.items()}
+
+
+def human(n: float) -> str:
+    """``2176`` -> ``'2.1 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@dataclasses.dataclass
+class Intermediate:
+    """One value of the program: its typed names, size and producing primitive."""
+
+    type: str
+    nbytes: int
+    primitive: str
+    path: tuple
+
+
+@dataclasses.dataclass
+class Summary:
+    """The numbers of a dump (see :func:`summarize`); ``str()`` gives the printed summary."""
+
+    values: int = 0
+    fully_named: int = 0
+    partly_named: int = 0
+    unnamed: int = 0
+    lost_names: Counter = dataclasses.field(default_factory=Counter)
+    unknown_primitives: dict = dataclasses.field(default_factory=dict)
+    implicit: Optional[ImplicitStats] = None
+    collectives: dict = dataclasses.field(default_factory=dict)
+    argument_bytes: Optional[int] = None
+    output_bytes: Optional[int] = None
+    temp_bytes: Optional[int] = None
+    flops: Optional[float] = None
+    bytes_accessed: Optional[float] = None
+    largest: list = dataclasses.field(default_factory=list)
+    devices: int = 1
+
+    def __str__(self) -> str:
+        lines = [f"names: {self.values} values; {self.fully_named} fully named, {self.partly_named} partly named, "
+                 f"{self.unnamed} without names"]
+        if self.lost_names:
+            lines.append("  names lost (a named input, an output dim without a name) in: " +
+                         ", ".join(f"{k} x{v}" for k, v in self.lost_names.most_common()))
+        if self.unknown_primitives:
+            lines.append("  primitives without a name rule: " +
+                         ", ".join(f"{k} x{v}" for k, v in sorted(self.unknown_primitives.items())))
+        lines.append(_implicit_line(self.implicit) if self.implicit is not None else "implicit arrays: none")
+        if self.collectives:
+            total = sum(c for c, _ in self.collectives.values())
+            lines.append(f"collectives: {total} (" + ", ".join(
+                f"{k} x{c} {b} B" for k, (c, b) in sorted(self.collectives.items())) + ")")
+        else:
+            lines.append("collectives: none")
+        if self.argument_bytes is not None:
+            lines.append(f"memory per device: argument {self.argument_bytes} B, output {self.output_bytes} B, "
+                         f"temp {self.temp_bytes} B ({human(self.argument_bytes)} + {human(self.output_bytes)} + "
+                         f"{human(self.temp_bytes)}; {self.devices} device(s))")
+        if self.flops is not None:
+            lines.append(f"cost: {self.flops:.0f} FLOPs, {self.bytes_accessed:.0f} bytes accessed")
+        if self.largest:
+            lines.append("largest intermediates:")
+            for v in self.largest:
+                where = f" in {'>'.join(v.path)}" if v.path else ""
+                lines.append(f"  {v.type:<40} {human(v.nbytes):>10}  {v.primitive}{where}")
+        return "\n".join(lines)
+
+
+def _is_named(n: Any) -> bool:
+    return n is not None and (not isinstance(n, tuple) or all(x is not None for x in n))
+
+
+def summarize(p: Program, top: int = 5) -> Summary:
+    """Count names, implicit rewrites, collectives, memory and cost of a :class:`Program`."""
+    s = Summary(implicit=p.rewritten[1] if p.has_implicit else None)
+    r = p.names
+    s.unknown_primitives = r.unknown_primitives
+    values: list[Intermediate] = []
+    for e in r.equations():
+        if e.eqn.primitive is named_axes_p:
+            continue  # a tag is the value it names
+        inputs_named = any(_is_named(n) for names in e.in_names for n in names)
+        for v, names in zip(e.eqn.outvars, e.out_names):
+            shape = getattr(v.aval, "shape", ())
+            if not shape:
+                continue
+            s.values += 1
+            named = [_is_named(n) for n in names]
+            if all(named):
+                s.fully_named += 1
+            elif any(named):
+                s.partly_named += 1
+            else:
+                s.unnamed += 1
+            if inputs_named and not all(named):
+                s.lost_names[e.primitive] += 1
+            nbytes = v.aval.size * v.aval.dtype.itemsize
+            values.append(Intermediate(format_type(v.aval, names), nbytes, e.primitive, e.path))
+    s.largest = sorted(values, key=lambda v: -v.nbytes)[:top]
+
+    compiled = p.compiled
+    s.collectives = collectives(compiled.as_text())
+    s.devices = p.mesh.devices.size if p.mesh is not None else 1
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        s.argument_bytes = int(mem.argument_size_in_bytes)
+        s.output_bytes = int(mem.output_size_in_bytes)
+        s.temp_bytes = int(mem.temp_size_in_bytes)
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if cost:
+        s.flops = float(cost.get("flops", 0.0))
+        s.bytes_accessed = float(cost.get("bytes accessed", 0.0))
+    return s
