@@ -184,14 +184,14 @@ def test_equinox_mlp_unchanged_without_warnings():
 def test_lora_finetune_lowers_loss_and_freezes_w():
     key = jax.random.key(7)
     mlp = eqx.nn.MLP(4, 2, 16, 2, key=key)
-    params = qax.lora.wrap(mlp, rank=2, key=key, alpha=2.0)
+    params, static = eqx.partition(qax.lora.wrap(mlp, rank=2, key=key, alpha=2.0), eqx.is_array)
     xs = jax.random.normal(jax.random.key(8), (32, 4))
     ys = jnp.stack([jnp.sin(xs.sum(axis=1)), jnp.cos(xs[:, 0])], axis=1)
     opt = qax.lora.optimizer(optax.adam(3e-2))
 
     @qax.use_implicit_args
-    def loss(m):
-        return jnp.mean((jax.vmap(m)(xs) - ys) ** 2)
+    def loss(p):
+        return jnp.mean((jax.vmap(eqx.combine(p, static))(xs) - ys) ** 2)
 
     @jax.jit
     def step(m, state):
