@@ -1,5 +1,10 @@
 """Named neural-network layers and functions (Equinox modules).
 
+Functions: normalisation (softmax, log_softmax, logsumexp, standardize), activations,
+attention (dot_product_attention, masks), losses, pooling, dropout. Modules: Linear,
+Embedding, LayerNorm, RMSNorm, Dropout, MLP, MultiHeadAttention, Conv, Stacked. Every
+parameter is a NamedArray, so its axis names reach the jaxpr.
+
 >>> import jax, namax as nx
 >>> Batch, Embed, Out = nx.make_axes(batch=2, embed=4, out=3)
 >>> layer = nx.nn.Linear.init(In=Embed, Out=Out, key=jax.random.key(0))
@@ -7,12 +12,22 @@
 (Axis('batch', 2), Axis('out', 3))
 """
 
-from . import activations, normalization
+from . import activations, attention, conv, dropout_layer, embedding, linear, loss, mlp, normalization, pool, scan
 from .activations import *  # noqa: F401,F403
+from .attention import *  # noqa: F401,F403
+from .conv import Conv
+from .dropout_layer import Dropout, dropout
+from .embedding import Embedding
 from .linear import Linear
+from .loss import *  # noqa: F401,F403
+from .mlp import MLP
 from .normalization import *  # noqa: F401,F403
+from .pool import *  # noqa: F401,F403
+from .scan import Stacked
 
 __all__ = [
-    "activations", "normalization", "Linear",
-    *activations.__all__, *normalization.__all__,
+    "activations", "attention", "conv", "dropout_layer", "embedding", "linear", "loss", "mlp", "normalization",
+    "pool", "scan",
+    "Conv", "Dropout", "dropout", "Embedding", "Linear", "MLP", "Stacked",
+    *activations.__all__, *attention.__all__, *loss.__all__, *normalization.__all__, *pool.__all__,
 ]

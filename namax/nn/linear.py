@@ -90,6 +90,12 @@ class Linear(eqx.Module):
                 f"Linear: the input with axes {_axes_str(x.axes)} lacks the In axes {missing} "
                 f"(In={_axes_str(ins)})"
             )
+        for a in ins:
+            if x.axis_size(a.name) != a.size:
+                raise ValueError(
+                    f"Linear: the input's axis {a.name!r} has size {x.axis_size(a.name)} but the layer's In axis "
+                    f"has size {a.size} (input axes {_axes_str(x.axes)})"
+                )
         clashing = [a.name for a in ensure_tuple(self.Out) if x.has_axis(a.name)]
         if clashing:
             raise ValueError(
