@@ -109,10 +109,14 @@ def primitive_handler(primitives: Union[str, jcore.Primitive, Iterable[Union[str
     """Register the decorated function as a handler for ``primitives`` (names or objects).
 
     >>> import jax.numpy as jnp
-    >>> from namax.quant.zeros import Zeros
-    >>> @primitive_handler("exp")
-    ... def exp_of_zeros(primitive, x: Zeros):
-    ...     return jnp.ones(x.shape, x.dtype)
+    >>> from namax.quant.implicit import ImplicitArray
+    >>> class Ones(ImplicitArray):
+    ...     default_dtype = jnp.float32
+    ...     def materialize(self):
+    ...         return jnp.ones(self.shape, self.dtype)
+    >>> @primitive_handler("log")
+    ... def log_of_ones(primitive, x: Ones):
+    ...     return jnp.zeros(x.shape, x.dtype)
     """
     names = [primitives] if isinstance(primitives, (str, jcore.Primitive)) else list(primitives)
     names = [_name(p) for p in names]
