@@ -1,0 +1,213 @@
+"""dump-hlo: the console script on the example targets, the namax.dump API, error lines and exit status."""
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, PartitionSpec
+
+import namax as nx
+from namax.dump import dump
+from namax.tools import dump_hlo
+from namax.tools.summary import COLLECTIVE, collectives
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = os.path.join(ROOT, "examples", "dump_targets.py")
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import dump_targets  # noqa: E402
+
+SHARDED = ["--devices", "8", "--mesh", "data=4,model=2", "--axis-resources", "batch=data,mlp=model"]
+
+
+def _cli(*argv, check=True):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-m", "namax.tools.dump_hlo", *argv], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _summary_value(text, label):
+    m = re.search(rf"{label} (\d+) B", text)
+    assert m, f"no {label!r} in summary:\n{text}"
+    return int(m.group(1))
+
+
+def _mesh():
+    return jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices()[:8])
+
+
+@pytest.fixture(scope="module")
+def sharded_dump(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dumps")
+    proc = _cli(f"{TARGETS}:make_mlp", *SHARDED, "--stage", "all", "--diff", "--out", str(out))
+    return out, proc.stdout
+
+
+def test_out_writes_one_numbered_file_per_stage(sharded_dump):
+    out, stdout = sharded_dump
+    files = sorted(os.listdir(out))
+    stages = ["01-jaxpr", "02-implicit", "03-names", "04-sharding", "05-stablehlo", "06-hlo"]
+    assert [f for f in files if f.endswith(".txt")] == [s + ".txt" for s in stages] + ["summary.txt"]
+    assert "04-sharding.diff" in files and "05-stablehlo.diff" in files
+    assert "wrote " in stdout and "==== summary ====" in stdout
+
+
+def test_stage_contents_carry_names(sharded_dump):
+    out, _ = sharded_dump
+    read = lambda name: open(os.path.join(out, name)).read()  # noqa: E731
+    assert "named_axes[axes=('batch', 'mlp')]" in read("01-jaxpr.txt")
+    assert "no implicit arrays" in read("02-implicit.txt")
+    names = read("03-names.txt")
+    assert "a:f32[batch:8,embed:16] b:f32[embed:16,mlp:32] c:f32[mlp:32,embed:16]" in names
+    assert "tanh" in names and re.search(r"= tanh", names) and "f32[batch:8,mlp:32] = tanh" in names
+    sharding = read("04-sharding.txt")
+    expected = str(PartitionSpec("data", "model"))
+    assert re.search(rf"#\d+ dot_general\s+f32\[batch:8,mlp:32\]\s+{re.escape(expected)}", sharding)
+    assert "sharding_constraint[P('data', 'model')]" in sharding
+    assert 'named_axes = "batch,mlp"' in read("05-stablehlo.txt")
+    assert "HloModule" in read("06-hlo.txt")
+
+
+def test_diffs_show_what_each_pass_changed(sharded_dump):
+    out, _ = sharded_dump
+    sharding_diff = open(os.path.join(out, "04-sharding.diff")).read()
+    added = [line for line in sharding_diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert added and all("sharding_constraint" in line for line in added)
+    # one constraint per input, per named tag (2 x batch,mlp + 1 x batch,embed) and per output
+    jaxpr = open(os.path.join(out, "01-jaxpr.txt")).read()
+    assert len(added) == 3 + jaxpr.count("named_axes[") + 1
+    stablehlo_diff = open(os.path.join(out, "05-stablehlo.diff")).read()
+    assert any(line.startswith("+") and "named_axes" in line for line in stablehlo_diff.splitlines())
+
+
+def test_summary_collectives_match_compiled_hlo(sharded_dump):
+    out, stdout = sharded_dump
+    hlo = open(os.path.join(out, "06-hlo.txt")).read()
+    counts = Counter(m.group(1) for line in hlo.splitlines() if (m := COLLECTIVE.search(line)))
+    summary = open(os.path.join(out, "summary.txt")).read()
+    assert counts, "the sharded MLP should need at least one collective"
+    for kind, n in counts.items():
+        assert re.search(rf"{kind} x{n} \d+ B", summary), summary
+    assert f"collectives: {sum(counts.values())} (" in summary
+
+
+def test_summary_memory_matches_memory_analysis(sharded_dump):
+    _, stdout = sharded_dump
+    fn, args = dump_targets.make_mlp()
+    compiled = nx.namedjit(fn, axis_resources={"batch": "data", "mlp": "model"}, mesh=_mesh()).lower(*args).compile()
+    mem = compiled.memory_analysis()
+    assert _summary_value(stdout, "argument") == mem.argument_size_in_bytes
+    assert _summary_value(stdout, "output") == mem.output_size_in_bytes
+    assert _summary_value(stdout, "temp") == mem.temp_size_in_bytes
+    cost = compiled.cost_analysis()
+    flops = float(re.search(r"cost: (\d+) FLOPs", stdout).group(1))
+    assert flops == pytest.approx(cost["flops"])
+
+
+def test_lora_target_implicit_stage():
+    proc = _cli(f"{TARGETS}:make_lora", "--stage", "implicit,names", "--diff")
+    text = proc.stdout
+    # both dot_generals of the traced program had a LoRA weight operand and were rewritten
+    fn, args = dump_targets.make_lora()
+    traced = dump(fn, *args, stages="jaxpr").program.traced
+    n_dots = sum(e.primitive.name == "dot_general" for e in traced.jaxpr.eqns)
+    assert f"implicit arrays: {n_dots} use(s) rewritten (dot_general x{n_dots}), 0 materialized" in text
+    assert "---- diff 01-jaxpr -> 02-implicit ----" in text
+    diff = text.split("---- diff 01-jaxpr -> 02-implicit ----")[1].split("====")[0]
+    assert sum(line.startswith("+") and "dot_general" in line for line in diff.splitlines()) == 2 * n_dots
+    assert "f32[batch:8,mlp:32] = tanh" in text  # names reach through the rewritten LoRA dots
+    assert "Traceback" not in proc.stderr
+
+
+def test_plain_function_with_raw_args():
+    proc = _cli(f"{TARGETS}:plain_mlp", "--raw", "--args", "x=batch:8,embed:16", "w1=embed:16,mlp:32",
+                "w2=mlp:32,embed:16", "--stage", "names")
+    assert "a:f32[batch:8,embed:16] b:f32[embed:16,mlp:32] c:f32[mlp:32,embed:16]" in proc.stdout
+    assert re.search(r"f32\[batch:8,embed:16\] = dot_general", proc.stdout)
+    assert "without names" in proc.stdout and ", 0 without names" in proc.stdout
+
+
+def test_import_failure_is_one_line_with_status_2():
+    proc = _cli("examples/no_such_file.py:make", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "dump-hlo: cannot import 'examples/no_such_file.py': no such file"
+
+
+# --- in-process: the API and the remaining error paths ------------------------------------
+
+
+def test_api_zeros_rewritten_and_materialized():
+    import namax.quant as quant
+
+    fn, args = dump_targets.make_zeros_bias()
+    r = dump(fn, *args, stages="implicit")
+    stats = r.summary.implicit
+    assert stats.materialized == Counter({("exp", "Zeros"): 1})
+    assert stats.rewritten["add"] == 1
+    assert "1 materialized (exp of Zeros x1)" in r.stages["implicit"].notes[0]
+    with pytest.warns(UserWarning, match="exp was not handled"):
+        got = quant.use_implicit_args(fn)(*args)
+    np.testing.assert_allclose(got, np.asarray(args[0]) @ np.asarray(args[1]), rtol=1e-5)
+
+
+def test_api_largest_intermediates_and_counts():
+    x, w = jnp.ones((8, 4)), jnp.ones((4, 64))
+    r = dump(lambda x, w: jnp.sum(jnp.tanh(x @ w), axis=1), x, w, in_axes=(("batch", "embed"), ("embed", "mlp")),
+             stages="names")
+    big = r.summary.largest[0]
+    assert big.type == "f32[batch:8,mlp:64]" and big.nbytes == np.zeros((8, 64), np.float32).nbytes
+    assert r.summary.values == 3 and r.summary.fully_named == 3
+    assert r.summary.collectives == {}
+
+
+def test_collectives_parser_bytes():
+    text = ("  %all-gather = f32[512,512]{1,0} all-gather(%param.1), dimensions={0}\n"
+            "  %x = f32[8]{0} add(%all-gather.1, %y)\n"
+            "  %ar = (bf16[4,4]{1,0}, f32[2]{0}) all-reduce(%a, %b), to_apply=%sum\n")
+    expected_ar = np.zeros((4, 4), jnp.bfloat16).nbytes + np.zeros(2, np.float32).nbytes
+    assert collectives(text) == {"all-gather": (1, np.zeros((512, 512), np.float32).nbytes),
+                                 "all-reduce": (1, expected_ar)}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["examples/dump_targets.py:missing"], "dump-hlo: cannot find 'missing' in 'examples/dump_targets.py'"),
+    (["examples/dump_targets.py:make_not_a_pair"],
+     "dump-hlo: target examples/dump_targets.py:make_not_a_pair returned int, not (fn, args)"),
+    (["examples/dump_targets.py:make_bad_trace"],
+     "dump-hlo: examples/dump_targets.py:make_bad_trace: tracing the function failed: TypeError: dot_general"),
+    (["examples/dump_targets.py:named_mlp"], "could not be called without arguments"),
+    (["examples/dump_targets.py:make_mlp", "--stage", "bogus"], "--stage 'bogus': unknown stage 'bogus'"),
+    (["examples/dump_targets.py:make_mlp", "--mesh", "data=4,model=4"], "needs 16 devices"),
+    (["examples/dump_targets.py:named_mlp", "--args", "x=batch8"], "each dimension is AXIS:SIZE, got 'batch8'"),
+    (["nope"], "expected FILE_OR_MODULE:NAME"),
+])
+def test_errors_are_one_line_with_status_2(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert dump_hlo.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_traceback_flag_shows_the_traceback(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert dump_hlo.main(["examples/dump_targets.py:make_bad_trace", "--traceback"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("dump-hlo: ")
+
+
+def test_help_documents_the_target_protocol(capsys):
+    with pytest.raises(SystemExit) as e:
+        dump_hlo.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "(fn, args)" in out and "--args" in out and "--devices" in out
