@@ -389,7 +389,7 @@ def jaxpr_text(closed: Any) -> str:
 
 def hlo_text(text: str) -> str:
     """HLO text without the stack-frame tables XLA appends (file names, locations)."""
-    return _HLO_TABLES.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", _HLO_TABLES.sub("", text))
 
 
 
