@@ -20,6 +20,7 @@ from . import nn  # noqa: E402  (hax.nn.softmax, as in the seeds)
 from . import random  # noqa: E402  (hax.random.normal, ...)
 from . import partitioning  # noqa: E402
 from .infer import infer_names  # noqa: E402
+from .dump import dump  # noqa: E402  (``namax.dump`` is the function)
 from .jit import NamedJit, namedjit  # noqa: E402
 from .partitioning import ShardingError, axis_mapping, current_axis_mapping, fsdp, shard  # noqa: E402
 
@@ -28,7 +29,7 @@ from .ops import creation as _c, dot as _d, elementwise as _e, indexing as _i, r
 __all__ = [
     "Axis", "AxisSelection", "AxisSelector", "AxisSpec", "axis_name", "make_axes",
     "NamedArray", "is_named", "named", "named_axes_p", "nn", "random", "partitioning",
-    "infer_names", "namedjit", "NamedJit", "ShardingError", "axis_mapping", "current_axis_mapping", "fsdp", "shard",
+    "infer_names", "dump", "namedjit", "NamedJit", "ShardingError", "axis_mapping", "current_axis_mapping", "fsdp", "shard",
     *_c.__all__, *_d.__all__, *_e.__all__, *_i.__all__, *_r.__all__, *_s.__all__,
 ]
 del _c, _d, _e, _i, _r, _s

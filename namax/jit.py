@@ -18,9 +18,11 @@ from jax.sharding import AxisType, Mesh
 
 from .interpreter import EvalInterpreter
 from .named import NamedArray
+from .quant.implicit import is_implicit
 from .partitioning import (Partitioning, ResourceMapping, auto_twin, current_partitioning, pspec_for,
                            resolve_mesh)
 from .passes.stablehlo import annotated
+from .passes import implicit as implicit_pass
 from .passes.names import infer as infer_names_pass
 from .passes.sharding import ShardingInterpreter, constrain, spec_or_none
 
@@ -50,13 +52,26 @@ def _is_named(x: Any) -> bool:
 def _leaf_names(tree: Any) -> list[Optional[tuple[str, ...]]]:
     """One entry per array leaf of ``tree``: the axis names of its NamedArray, or None."""
     out: list[Optional[tuple[str, ...]]] = []
-    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_named):
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_unit):
         if isinstance(leaf, NamedArray):
-            n = len(jax.tree_util.tree_leaves(leaf))
-            out.extend([leaf.axis_names] * n)
+            out.extend(_expand(leaf.array, leaf.axis_names))
         else:
-            out.append(None)
+            out.extend(_expand(leaf, None))
     return out
+
+
+def _is_unit(x: Any) -> bool:
+    return isinstance(x, NamedArray) or is_implicit(x)
+
+
+def _expand(value: Any, names: Optional[tuple]) -> list:
+    """Names for each array leaf of one value: an implicit array's parts keep the names only
+    where their shape is the logical one (a LoRA ``w``, not its ``a``/``b`` factors)."""
+    if not is_implicit(value):
+        return [names] * max(1, len(jax.tree_util.tree_leaves(value)))
+    shape = tuple(value.shape)
+    return [names if names is not None and tuple(getattr(c, "shape", ())) == shape else None
+            for c in jax.tree_util.tree_leaves(value)]
 
 
 def _explicit_context() -> bool:
@@ -127,8 +142,9 @@ class NamedJit:
 
     def _impl(self, part: Optional[Partitioning], *args, **kwargs):
         self._traces += 1
+        fn = implicit_pass.auto(self.fn) if implicit_pass.has_implicit((args, kwargs)) else self.fn
         if part is None:
-            return self.fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         mapping = part.as_dict()
         mesh = None if part.mesh is None else auto_twin(part.mesh)
         tree = (args, kwargs)
@@ -142,7 +158,7 @@ class NamedJit:
             for i, x in zip(dynamic, dyn):
                 full[i] = x
             a, k = jax.tree_util.tree_unflatten(treedef, full)
-            return self.fn(*a, **k)
+            return fn(*a, **k)
 
         dyn_vals = [leaves[i] for i in dynamic]
         explicit = _explicit_context()
@@ -168,7 +184,7 @@ class NamedJit:
 
         def run(*vals):
             if mesh is None:
-                return EvalInterpreter().run(closed, *vals)
+                return ShardingInterpreter(mapping, None, solved).run(closed, *vals)
             vals = [x if n is None else constrain(x, n, m, mesh) for x, n, m in zip(vals, dyn_names, dyn_maps)]
             outs = ShardingInterpreter(mapping, mesh, solved).run(closed, *vals)
             return [x if n is None else constrain(x, n, out_map, mesh) for x, n in zip(outs, out_names)]
@@ -196,7 +212,11 @@ class NamedJit:
             raise ValueError(f"namedjit: in_axes has {len(in_axes)} entries for {len(args)} positional arguments")
         out: list = []
         for i, (spec, arg) in enumerate(zip(in_axes, args)):
-            out.extend(names_from_spec(spec, arg, f"argument {i}"))
+            units = jax.tree_util.tree_leaves(arg, is_leaf=_is_unit)
+            logical = jax.tree_util.tree_map(
+                lambda u: jax.ShapeDtypeStruct(u.shape, u.dtype) if is_implicit(u) else u, arg, is_leaf=is_implicit)
+            for unit, names in zip(units, names_from_spec(spec, logical, f"argument {i}")):
+                out.extend(_expand(unit.array if isinstance(unit, NamedArray) else unit, names))
         out.extend(_leaf_names(kwargs))
         return [None if n is None else tuple(getattr(a, "name", a) for a in n) for n in out]
 
@@ -303,7 +323,7 @@ class NamedJit:
         static = set(self.static_argnums)
         dyn_args = tuple(a for i, a in enumerate(args) if i not in static)
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
-        arg_names = _leaf_names((dyn_args, dyn_kwargs))
+        arg_names = self._given_names(dyn_args, dyn_kwargs)
         kept = lowered._lowering.compile_args.get("kept_var_idx")
         if kept is not None and len(kept) != len(arg_names):
             arg_names = [n for i, n in enumerate(arg_names) if i in kept]

@@ -187,5 +187,9 @@ def test_plain_code_names_without_mesh():
     out = f(jnp.ones((4, 3)), jnp.ones((3, 5)))
     assert out.axis_names == ("mlp",)
     np.testing.assert_allclose(out.array, np.full(5, 12.0))
+    # the names pass tags plain code, so its StableHLO reads by name too
+    lowered, report = f.lower_with_report(jnp.ones((4, 3)), jnp.ones((3, 5)))
+    assert 'named_axes = "batch,mlp"' in lowered.as_text()
+    assert report.arguments_named == 2 and report.results_named == 1
     with pytest.raises(ValueError, match="in_axes has 2 entries for 1 positional"):
         f(jnp.ones((4, 3)))

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ..interpreter import EvalInterpreter, Rule, bind_eqn
 from .names import NamesResult
 from ..partitioning import ResourceMapping, auto_twin, pspec_for
-from ..tag import named_axes_p
+from ..tag import named_axes_p, tag
 
 
 def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh) -> jax.Array:
@@ -49,31 +49,43 @@ def spec_or_none(names, sizes, mapping: ResourceMapping, mesh: Mesh, strict: boo
 
 
 class ShardingInterpreter(EvalInterpreter):
-    """Evaluate a jaxpr adding sharding constraints from names.
+    """Evaluate a jaxpr adding sharding constraints (and tags) from names.
 
-    Named code: after every ``named_axes`` tag (:func:`sharding_rules`). Plain code with
-    names solved by the names pass (``names``): after every equation whose outputs have
-    names that the mapping shards, at every depth.
+    Named code: a constraint after every ``named_axes`` tag (:func:`sharding_rules`). Plain
+    code whose names the names pass solved (``names``): after every equation, its outputs
+    are tagged with their inferred names (so the StableHLO and the compiled HLO read by
+    name) and constrained where the mapping shards them, at every depth. With
+    ``mesh=None`` only the tags are added.
     """
 
-    def __init__(self, mapping: ResourceMapping, mesh: Mesh, names: Optional[NamesResult] = None):
-        mesh = auto_twin(mesh)
-        super().__init__(sharding_rules(mapping, mesh))
+    def __init__(self, mapping: ResourceMapping, mesh: Optional[Mesh], names: Optional[NamesResult] = None):
+        mesh = None if mesh is None else auto_twin(mesh)
+        super().__init__(sharding_rules(mapping, mesh) if mesh is not None else {})
         self.mapping, self.mesh, self.names = mapping, mesh, names
 
     def eval_eqn(self, eqn: jcore.JaxprEqn, invals: list):
         outs = super().eval_eqn(eqn, invals)
         if self.names is None or eqn.primitive is named_axes_p:
             return outs
-        return [self._constrain(v, x) for v, x in zip(eqn.outvars, outs)]
+        return [self._name_and_constrain(v, x) for v, x in zip(eqn.outvars, outs)]
 
-    def _constrain(self, var, x):
+    def _name_and_constrain(self, var, x):
         if isinstance(var, jcore.DropVar) or not hasattr(x, "shape") or not x.shape:
             return x
         try:
             names = self.names.names_of(var)
         except KeyError:
             return x
-        if len(names) != len(x.shape):
+        if len(names) != len(x.shape) or all(n is None for n in names):
+            return x
+        x = tag(x, [_tag_name(n) for n in names])
+        if self.mesh is None:
             return x
         return constrain(x, names, self.mapping, self.mesh)
+
+
+def _tag_name(name) -> Optional[str]:
+    """A solved name as tag text: merged dims as ``batch*position``."""
+    if name is None or isinstance(name, str):
+        return name
+    return "*".join("_" if n is None else str(n) for n in name)
