@@ -6,14 +6,16 @@
 [1.0, 1.0]
 """
 
-from . import lora, utils
+from . import int4, int4_dot, lora, utils
 from .handlers import default_handler, dispatch, primitive_handler
 from .implicit import ArrayValue, ImplicitArray, aux_field, is_implicit, materialize_value
+from .int4 import Int4Weight
 from .lora import LoraWeight
 from .use_implicit import use_implicit_args
 from .zeros import Zeros
 
 __all__ = [
-    "ArrayValue", "ImplicitArray", "LoraWeight", "Zeros", "aux_field", "default_handler", "dispatch",
-    "is_implicit", "lora", "materialize_value", "primitive_handler", "use_implicit_args", "utils",
+    "ArrayValue", "ImplicitArray", "Int4Weight", "LoraWeight", "Zeros", "aux_field", "default_handler", "dispatch",
+    "int4", "int4_dot", "is_implicit", "lora", "materialize_value", "primitive_handler", "use_implicit_args",
+    "utils",
 ]

@@ -1,0 +1,239 @@
+"""Int4Weight: packing, quantization error, the chunked dot (values, dims, grads, memory), QLoRA, errors."""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import namax.quant as qax
+from namax.quant import Int4Weight, LoraWeight
+from namax.quant import int4_dot
+from namax.quant.int4 import pack_int4, quantize, quantize_array, unpack_int4, weight_bytes
+
+
+def _no_warnings(fn, *args):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = fn(*args)
+    assert [str(r.message) for r in rec] == []
+    return out
+
+
+@settings(max_examples=8)
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(0, 2 ** 16))
+def test_pack_unpack_exact(rows, half, seed):
+    codes = np.random.default_rng(seed).integers(-8, 8, size=(rows, 2 * half)).astype(np.int8)
+    packed = pack_int4(codes)
+    assert packed.dtype == jnp.uint8 and packed.shape == (rows, half)
+    np.testing.assert_array_equal(unpack_int4(packed), codes)
+    # low nibble holds the even column, as documented
+    np.testing.assert_array_equal(np.asarray(packed) & 0xF, codes[:, 0::2].astype(np.uint8) & 0xF)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_quantize_roundtrip_error_bound(symmetric):
+    w = jax.random.normal(jax.random.key(0), (512, 96))
+    q = quantize_array(w, group_size=128, symmetric=symmetric)
+    err = np.abs(np.asarray(q.materialize() - w)).reshape(4, 128, 96)
+    g = np.asarray(w).reshape(4, 128, 96)
+    if symmetric:
+        step = np.abs(g).max(axis=1) / 7
+    else:
+        step = (np.maximum(g.max(axis=1), 0) - np.minimum(g.min(axis=1), 0)) / 15
+    # half a quantization step, plus the bf16 rounding of the scale over the largest code
+    assert np.all(err <= step[:, None, :] * (0.5 + 8 * 2.0 ** -8) + 1e-6)
+    assert np.allclose(qax.int4.dequantize({"w": q})["w"], q.materialize())
+
+
+@pytest.mark.parametrize("form", ["scan", "grouped"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_matmul_matches_materialized_and_dense(form, symmetric, monkeypatch):
+    monkeypatch.setattr(int4_dot, "DOT_FORM", form)
+    w = jax.random.normal(jax.random.key(1), (1024, 64))
+    x = jax.random.normal(jax.random.key(2), (8, 1024))
+    q = quantize_array(w, symmetric=symmetric)
+    got = _no_warnings(jax.jit(qax.use_implicit_args(lambda x, w: x @ w)), x, q)
+    np.testing.assert_allclose(got, x @ q.materialize(), rtol=1e-4, atol=1e-3)
+    dense = x @ w
+    assert np.linalg.norm(got - dense) / np.linalg.norm(dense) < 0.15
+
+
+@st.composite
+def _dot_case(draw):
+    n_in, n_out = 128 * draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2))
+    transposed = draw(st.booleans())
+    logical = (n_out, n_in) if transposed else (n_in, n_out)
+    roles = [draw(st.sampled_from(["contract", "batch", "free"])) for _ in range(2)]
+    x_dims = [(k, logical[k]) for k, r in enumerate(roles) if r != "free"]
+    x_dims += [(None, 3)] * draw(st.integers(0 if x_dims else 1, 1))
+    order = draw(st.permutations(range(len(x_dims))))
+    return (n_in, n_out), roles, [x_dims[i] for i in order], draw(st.booleans()), transposed, draw(
+        st.integers(0, 2 ** 16))
+
+
+@settings(max_examples=5)
+@given(_dot_case())
+def test_dot_general_any_dims_matches_materialized(case):
+    (n_in, n_out), roles, x_dims, on_left, transposed, seed = case
+    key = jax.random.key(seed)
+    q = quantize_array(jax.random.normal(key, (n_in, n_out)), symmetric=bool(seed % 2))
+    if transposed:  # logical shape (out, in): roles refer to the logical dims
+        q = qax.use_implicit_args(lambda w: w.T)(q)
+        assert isinstance(q, Int4Weight) and q.shape == (n_out, n_in)
+    x = jax.random.normal(jax.random.fold_in(key, 1), tuple(s for _, s in x_dims))
+    pos = {k: i for i, (k, _) in enumerate(x_dims) if k is not None}
+    xc = tuple(pos[k] for k, r in enumerate(roles) if r == "contract")
+    wc = tuple(k for k, r in enumerate(roles) if r == "contract")
+    xb = tuple(pos[k] for k, r in enumerate(roles) if r == "batch")
+    wb = tuple(k for k, r in enumerate(roles) if r == "batch")
+    if on_left:
+        fn = lambda w, x: lax.dot_general(w, x, ((wc, xc), (wb, xb)))  # noqa: E731
+    else:
+        fn = lambda w, x: lax.dot_general(x, w, ((xc, wc), (xb, wb)))  # noqa: E731
+    got = _no_warnings(jax.jit(qax.use_implicit_args(fn)), q, x)
+    np.testing.assert_allclose(got, fn(q.materialize(), x), rtol=1e-4, atol=1e-3)
+
+
+def _dots(jaxpr):
+    """Every dot_general eqn in ``jaxpr`` and its sub-jaxprs."""
+    found = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == "dot_general":
+            found.append(e)
+        for p in e.params.values():
+            sub = getattr(p, "jaxpr", p)
+            if hasattr(sub, "eqns"):
+                found += _dots(sub)
+    return found
+
+
+def test_activation_stays_lhs_and_no_transposed_lhs_dot():
+    q = quantize_array(jnp.ones((8, 256)), in_axis=1)  # [out, in] as in equinox: W @ x
+    assert q.shape == (8, 256) and q.transposed
+    x = jnp.ones((4, 256))
+    jaxpr = jax.make_jaxpr(qax.use_implicit_args(lambda w, x: (w @ x.T).T))(q, x).jaxpr
+    dots = _dots(jaxpr)
+    assert dots
+    for e in dots:
+        (lc, _), _ = e.params["dimension_numbers"]
+        lhs = e.invars[0].aval
+        assert lhs.shape[0] == 4 and lc == (lhs.ndim - 1,)  # the activation, contracting its last dim
+
+
+def test_grad_wrt_x_matches_materialized():
+    q = quantize_array(jax.random.normal(jax.random.key(3), (384, 16)), symmetric=False)
+    x = jax.random.normal(jax.random.key(4), (5, 384))
+    loss = qax.use_implicit_args(lambda x, w: jnp.sum(jnp.tanh(x @ w) ** 2))
+    got = jax.jit(jax.grad(loss))(x, q)
+    want = jax.grad(lambda x: jnp.sum(jnp.tanh(x @ q.materialize()) ** 2))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_temp_below_half_dense_weight_and_bytes_per_param():
+    n = 1024
+    q = quantize_array(jax.random.normal(jax.random.key(5), (n, n)))
+    x = jnp.ones((16, n))
+    compiled = jax.jit(qax.use_implicit_args(lambda x, w: x @ w)).lower(x, q).compile()
+    stats = compiled.memory_analysis()
+    dense_bytes = n * n * 4
+    assert stats.temp_size_in_bytes < 0.5 * dense_bytes
+    # the weight's compiled argument bytes (codes + scales) per parameter
+    weight_args = stats.argument_size_in_bytes - x.size * 4
+    assert weight_args == weight_bytes(q)
+    assert weight_args / (n * n) <= 0.53
+    dense_compiled = jax.jit(lambda x, w: x @ w.materialize()).lower(x, q).compile()
+    assert dense_compiled.memory_analysis().temp_size_in_bytes >= dense_bytes
+
+
+def test_qlora_forward_grads_and_training():
+    key = jax.random.key(6)
+    n_in, n_out, r = 256, 32, 4
+    q = quantize_array(jax.random.normal(key, (n_in, n_out)))
+    a = jax.random.normal(jax.random.fold_in(key, 1), (n_in, r)) / 16
+    b = jax.random.normal(jax.random.fold_in(key, 2), (n_out, r)) / 4
+    lw = LoraWeight(q, a, b, alpha=2.0)
+    x = jax.random.normal(jax.random.fold_in(key, 3), (8, n_in))
+    y = jnp.sin(x[:, :n_out])
+    fwd = jax.jit(qax.use_implicit_args(lambda w, x: x @ w))
+    dense = q.materialize()
+    np.testing.assert_allclose(_no_warnings(fwd, lw, x), x @ (dense + 0.5 * a @ b.T), rtol=1e-4, atol=1e-3)
+
+    def loss(a, b):
+        return qax.use_implicit_args(lambda w: jnp.mean((x @ w - y) ** 2))(LoraWeight(q, a, b, alpha=2.0))
+
+    ga, gb = jax.jit(jax.grad(loss, argnums=(0, 1)))(a, b)
+    wa, wb = jax.grad(lambda a, b: jnp.mean((x @ (dense + 0.5 * a @ b.T) - y) ** 2), argnums=(0, 1))(a, b)
+    np.testing.assert_allclose(ga, wa, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gb, wb, rtol=1e-4, atol=1e-5)
+
+    # never the whole dense weight at once, even for the gradient
+    grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(a, b).compile()
+    assert grad_fn.memory_analysis().temp_size_in_bytes < 0.5 * n_in * n_out * 4 + 64 * 1024
+
+    # training: only a and b move (lora.optimizer freezes w = the Int4Weight)
+    params = {"w": lw}
+    opt = qax.lora.optimizer(optax.adam(1e-2))
+    state = opt.init(params)
+    trainable = lambda p: (p["w"].a, p["w"].b)  # noqa: E731
+
+    @jax.jit
+    def step(params, state):
+        value, (ga, gb) = jax.value_and_grad(loss, argnums=(0, 1))(*trainable(params))
+        grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+        grads = {"w": LoraWeight(grads["w"].w, ga, gb, alpha=2.0)}
+        updates, state = opt.update(grads, state, params)
+        return value, optax.apply_updates(params, updates), state
+
+    first = None
+    for _ in range(25):
+        value, params, state = step(params, state)
+        first = float(value) if first is None else first
+    assert float(value) < 0.7 * first
+    np.testing.assert_array_equal(params["w"].w.packed, q.packed)
+    np.testing.assert_array_equal(params["w"].w.scales, q.scales)
+
+
+def test_equinox_mlp_int4_unchanged_model():
+    key = jax.random.key(7)
+    mlp = eqx.nn.MLP(256, 4, 256, 2, key=key)
+    qmlp = quantize(mlp, in_axis=1)  # equinox Linear weights are [out, in]
+    assert sum(isinstance(l, Int4Weight) for l in jax.tree_util.tree_leaves(
+        qmlp, is_leaf=lambda l: isinstance(l, Int4Weight))) == 3
+    x = jax.random.normal(key, (4, 256))
+    got = _no_warnings(eqx.filter_jit(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x))), qmlp, x)
+    np.testing.assert_allclose(got, jax.vmap(qax.int4.dequantize(qmlp))(x), rtol=1e-4, atol=1e-4)
+    want = jax.vmap(mlp)(x)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="group_size 128 does not divide the contraction dim"):
+        quantize_array(jnp.ones((200, 4)))
+    with pytest.raises(ValueError, match=r"only 2-D weights .* shape \(4,\)"):
+        quantize({"b": jnp.ones(4)}, where=lambda p, l: True)
+    with pytest.raises(ValueError, match=r"\['b'\]"):
+        quantize({"b": jnp.ones(4)}, where=lambda p, l: True)
+    with pytest.raises(ValueError, match="output dim .* must be even"):
+        quantize_array(jnp.ones((128, 3)))
+    packed = pack_int4(jnp.zeros((256, 8), jnp.int8))
+    with pytest.raises(ValueError, match=r"scales must be a float array of shape \(2, 8\)"):
+        Int4Weight(packed, jnp.ones((1, 8)))
+    with pytest.raises(TypeError, match="packed must be uint8"):
+        Int4Weight(jnp.zeros((256, 4), jnp.int8), jnp.ones((2, 8)))
+    with pytest.raises(ValueError, match="zero_points must be packed uint8 of shape"):
+        Int4Weight(packed, jnp.ones((2, 8)), jnp.zeros((2, 8), jnp.uint8))
+    with pytest.raises(ValueError, match="group_size must be a positive int"):
+        Int4Weight(packed, jnp.ones((2, 8)), group_size=0)
+    with pytest.raises(ValueError, match="DOT_FORM"):
+        int4_dot.DOT_FORM = "fast"
+        try:
+            int4_dot.form()
+        finally:
+            int4_dot.DOT_FORM = "auto"
