@@ -102,7 +102,9 @@ def test_where_broadcasts_three_operands_by_name(oc, ox, oy):
     base_x, base_y = rand((P, E), seed=3), rand((B, E), seed=4)
     c, x, y = base_c.rearrange(oc), base_x.rearrange(ox), base_y.rearrange(oy)
     out = nx.where(c, x, y)
-    assert out.axes == tuple(oc)
+    expected = list(ox) + [a for a in oy if a not in ox]
+    expected += [a for a in oc if a not in expected]
+    assert out.axes == tuple(expected)  # the values' layout first, then the condition's
     ref = jnp.where(base_c.array, base_x.array[None], base_y.array[:, None, :])
     np.testing.assert_allclose(by_name(out, (B, P, E)), ref)
     np.testing.assert_allclose(by_name(jax.jit(nx.where)(c, x, y), (B, P, E)), ref)
@@ -148,3 +150,12 @@ def test_gradients_of_elementwise_ops_match_jnp():
     np.testing.assert_allclose(gy.array, ry, rtol=1e-5)
     jax.test_util.check_grads(lambda a: named_loss(nx.named(a, (B, P)), y), (x.array,), order=1,
                               modes=("rev",), atol=1e-2, rtol=1e-2)
+
+
+def test_where_keeps_the_value_layout():
+    A, B = nx.Axis("a", 2), nx.Axis("b", 3)
+    x = nx.named(np.arange(6.0).reshape(2, 3), (A, B))
+    mask = nx.named(np.array([[True, False], [False, True], [True, True]]), (B, A))
+    out = nx.where(mask, x, 0.0)
+    assert out.axes == (A, B)
+    np.testing.assert_allclose(out.array, np.where(np.asarray(mask.array).T, np.asarray(x.array), 0.0))

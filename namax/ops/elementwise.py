@@ -62,6 +62,9 @@ __all__ = [*UNARY_NAMES, *BINARY_NAMES, "where", "clip"]
 def where(condition: Any, x: Any, y: Any) -> Any:
     """``jnp.where`` with all three operands broadcast by name.
 
+    The result's axes come in the order of ``x``, then ``y``, then ``condition`` (so
+    masking a value keeps its layout).
+
     >>> import namax as nx
     >>> B = nx.Axis("b", 3)
     >>> nx.where(nx.arange(B) > 0, 1.0, 0.0).array.tolist()
@@ -69,7 +72,7 @@ def where(condition: Any, x: Any, y: Any) -> Any:
     """
     if not any(isinstance(v, NamedArray) for v in (condition, x, y)):
         return jnp.where(condition, x, y)
-    axes, (c, a, b) = broadcast_arrays(condition, x, y, what="operands of where")
+    axes, (a, b, c) = broadcast_arrays(x, y, condition, what="operands of where")
     return wrap(jnp.where(c, a, b), axes)
 
 
