@@ -1,0 +1,113 @@
+"""LoRA and int4 weights through ``use_implicit_args`` vs plain dense ``jax.jit``, same-run ratios.
+
+Run: ``python benchmarks/quant.py [--sizes 2048 4096 --rank 16 --batch 16 --runs 7 --steps 5]``.
+Prints a markdown table: LoRA forward vs ``x @ W`` and vs merging ``W + A B^T``; int4
+weight bytes per parameter (codes + scales), compiled temp bytes vs the dense f32 weight,
+matvec (batch 1) and batch matmul time vs f32 dense, trace + compile overhead vs plain jit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import namax.quant as qax  # noqa: E402
+from _timing import interleaved_first_calls, interleaved_medians  # noqa: E402
+
+
+def lora_rows(d: int, rank: int, batch: int, runs: int, steps: int) -> list[tuple[str, str, str]]:
+    """LoRA forward: implicit (factored) vs ``x @ W`` and vs the merged ``x @ (W + A B^T)``."""
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d))
+    a = jnp.asarray(rng.normal(size=(d, rank)).astype(np.float32) / np.sqrt(d))
+    b = jnp.asarray(rng.normal(size=(d, rank)).astype(np.float32))
+    lw = qax.LoraWeight(w, a, b)
+    x = jnp.asarray(rng.normal(size=(batch, d)).astype(np.float32))
+    plain = jax.jit(lambda x, w: x @ w)
+    lora = jax.jit(qax.use_implicit_args(lambda x, w: x @ w))
+    merged = jax.jit(lambda x, w: x @ w.materialize())
+    t = interleaved_medians({"plain": lambda: plain(x, w), "lora": lambda: lora(x, lw),
+                             "merged": lambda: merged(x, lw)}, runs=runs, steps=steps)
+    return [
+        (f"LoRA r={rank} W {d}², batch {batch}: forward / `x@W`", f"{t['lora'] / t['plain']:.2f}x", "<= 1.1"),
+        (f"LoRA r={rank} W {d}², batch {batch}: forward / merged `W+AB^T`", f"{t['lora'] / t['merged']:.2f}x",
+         "well below 1"),
+    ]
+
+
+def int4_rows(d: int, batch: int, runs: int, steps: int) -> tuple[list, str]:
+    """int4 (group 128): bytes/param, temp vs dense, time vs f32 at batch 1 and ``batch``; HLO summary."""
+    rng = np.random.default_rng(1)
+    w = jnp.asarray(rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d))
+    q = qax.int4.quantize_array(w, group_size=128)
+    dense = jax.jit(lambda x, w: x @ w)
+    quant = jax.jit(qax.use_implicit_args(lambda x, w: x @ w))
+    rows = []
+    xs = {n: jnp.asarray(rng.normal(size=(n, d)).astype(np.float32)) for n in (1, batch)}
+    compiled = quant.lower(xs[batch], q).compile()
+    stats = compiled.memory_analysis()
+    weight_args = stats.argument_size_in_bytes - xs[batch].size * 4
+    rows.append((f"int4 W {d}²: weight bytes/param (codes + bf16 scales, compiled args)",
+                 f"{weight_args / d ** 2:.4f}", "<= 0.53"))
+    rows.append((f"int4 W {d}², batch {batch}: compiled temp / dense f32 weight",
+                 f"{stats.temp_size_in_bytes / (4 * d ** 2):.3f}", "< 0.5"))
+    for n, x in xs.items():
+        t = interleaved_medians({"dense": lambda x=x: dense(x, w), "int4": lambda x=x: quant(x, q)},
+                                runs=runs, steps=steps)
+        label = "matvec (batch 1)" if n == 1 else f"batch {n} matmul"
+        rows.append((f"int4 W {d}², {label}: time / f32 dense", f"{t['int4'] / t['dense']:.2f}x", "<= 1.3"))
+    first = interleaved_first_calls({
+        "plain": lambda: jax.jit(lambda x, w: x @ w.materialize()).lower(xs[batch], q).compile(),
+        "implicit": lambda: jax.jit(qax.use_implicit_args(lambda x, w: x @ w)).lower(xs[batch], q).compile(),
+    }, runs=3)
+    rows.append((f"int4 W {d}²: trace+compile, use_implicit_args / plain jit (same int4 input)",
+                 f"{first['implicit'] / first['plain']:.2f}x", "-"))
+    return rows, _fusion_summary(compiled.as_text())
+
+
+def _fusion_summary(hlo: str) -> str:
+    """The fusions (kind and result shape) of the compiled int4 program, one per line."""
+    lines = []
+    for line in hlo.splitlines():
+        if " fusion(" in line and "kind=" in line:
+            name = line.split("=")[0].strip()
+            shape = line.split("=")[1].split("fusion(")[0].strip()
+            kind = line.split("kind=")[1].split(",")[0]
+            lines.append(f"  {name}: {shape} {kind}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--steps", type=int, default=5)
+    args = p.parse_args()
+    if args.runs < 7:
+        raise SystemExit(f"--runs must be >= 7 (medians of at least 7 runs), got {args.runs}")
+    rows, fusions = [], {}
+    for d in args.sizes:
+        rows += lora_rows(d, args.rank, args.batch, args.runs, args.steps)
+        int4, fusions[d] = int4_rows(d, args.batch, args.runs, args.steps)
+        rows += int4
+    print(f"backend: {jax.default_backend()}, int4 dot form: {qax.int4_dot.form()}, "
+          f"CPU_SCAN_CHUNKS={qax.int4_dot.CPU_SCAN_CHUNKS}\n")
+    print("| measurement | value | target |\n|---|---|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value} | {target} |")
+    for d, text in fusions.items():
+        print(f"\nfusions of the compiled int4 x@W, W {d}², batch {args.batch}:\n{text}")
+
+
+if __name__ == "__main__":
+    main()
