@@ -316,9 +316,13 @@ def main(opts: TrainOptions) -> None:
 
         finetune(opts)
     elif opts.int4:
-        from int4_eval import run_int4
+        import importlib.util
 
-        run_int4(opts)
+        if importlib.util.find_spec("namax.quant.int4") is None:
+            raise SystemExit("--int4: namax.quant.int4 is not in this version of namax yet; "
+                             "train, --sample and --lora work without it")
+        raise SystemExit("--int4: namax.quant.int4.quantize takes only 2-D weights, and every block weight of this "
+                         "GPT is stacked with a 'layers' axis (3-D or more), so there is nothing it can quantise yet")
     elif opts.sample is not None:
         from sample import generate
 
