@@ -14,17 +14,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import equinox as eqx
 import jax
-from jax.sharding import AxisType, Mesh
+from jax.sharding import Mesh
 
-from .interpreter import EvalInterpreter
 from .named import NamedArray
-from .quant.implicit import is_implicit
-from .partitioning import (Partitioning, ResourceMapping, auto_twin, current_partitioning, pspec_for,
-                           resolve_mesh)
-from .passes.stablehlo import annotated
+from .partitioning import Partitioning, ResourceMapping, auto_twin, current_partitioning, resolve_mesh
 from .passes import implicit as implicit_pass
-from .passes.names import infer as infer_names_pass
-from .passes.sharding import ShardingInterpreter, constrain, spec_or_none
+from .passes import pipeline
+from .passes.stablehlo import annotated
+from .quant.implicit import is_implicit
 
 InAxisResources = Union[None, ResourceMapping, Mapping[int, ResourceMapping]]
 
@@ -43,58 +40,6 @@ class _Static:
 
     def __eq__(self, other):
         return isinstance(other, _Static) and self.treedef == other.treedef and self.leaves == other.leaves
-
-
-def _is_named(x: Any) -> bool:
-    return isinstance(x, NamedArray)
-
-
-def _leaf_names(tree: Any) -> list[Optional[tuple[str, ...]]]:
-    """One entry per array leaf of ``tree``: the axis names of its NamedArray, or None."""
-    out: list[Optional[tuple[str, ...]]] = []
-    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_unit):
-        if isinstance(leaf, NamedArray):
-            out.extend(_expand(leaf.array, leaf.axis_names))
-        else:
-            out.extend(_expand(leaf, None))
-    return out
-
-
-def _is_unit(x: Any) -> bool:
-    return isinstance(x, NamedArray) or is_implicit(x)
-
-
-def _expand(value: Any, names: Optional[tuple]) -> list:
-    """Names for each array leaf of one value: an implicit array's parts keep the names only
-    where their shape is the logical one (a LoRA ``w``, not its ``a``/``b`` factors)."""
-    if not is_implicit(value):
-        return [names] * max(1, len(jax.tree_util.tree_leaves(value)))
-    shape = tuple(value.shape)
-    return [names if names is not None and tuple(getattr(c, "shape", ())) == shape else None
-            for c in jax.tree_util.tree_leaves(value)]
-
-
-def _explicit_context() -> bool:
-    """True inside ``jax.set_mesh`` of a mesh with Explicit axes."""
-    am = jax.sharding.get_abstract_mesh()
-    return bool(am.axis_names) and any(t == AxisType.Explicit for t in am.axis_types)
-
-
-def _plain_names(names) -> Optional[tuple]:
-    """``names`` if every dimension has a plain string name, else None."""
-    if names is not None and all(isinstance(n, str) for n in names):
-        return tuple(names)
-    return None
-
-
-def _wrap_named(x, names):
-    if names is None or isinstance(x, NamedArray) or len(names) != len(getattr(x, "shape", ())):
-        return x
-    if len(set(names)) != len(names):
-        return x
-    from .axis import Axis
-
-    return NamedArray(x, tuple(Axis(n, s) for n, s in zip(names, x.shape)))
 
 
 class NamedJit:
@@ -146,65 +91,18 @@ class NamedJit:
         if part is None:
             return fn(*args, **kwargs)
         mapping = part.as_dict()
-        mesh = None if part.mesh is None else auto_twin(part.mesh)
-        tree = (args, kwargs)
-        leaves, treedef = jax.tree_util.tree_flatten(tree)
-        names = self._given_names(args, kwargs)
-        dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.core.Tracer)]
-        in_maps = self._input_mappings(args, kwargs, mapping)
-
-        def flat_fn(*dyn):
-            full = list(leaves)
-            for i, x in zip(dynamic, dyn):
-                full[i] = x
-            a, k = jax.tree_util.tree_unflatten(treedef, full)
-            return fn(*a, **k)
-
-        dyn_vals = [leaves[i] for i in dynamic]
-        explicit = _explicit_context()
-        if explicit:
-            # Trace in Auto mode (the eqns remember the context mesh they were traced in).
-            specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in dyn_vals]
-            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-                closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*specs)
-        else:
-            closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*dyn_vals)
-        out_tree = jax.tree_util.tree_structure(out_shape)
-        out_map = self.out_axis_resources if self.out_axis_resources is not None else mapping
-        out_names = _leaf_names(out_shape)
-        dyn_names = [names[i] for i in dynamic]
-        dyn_maps = [in_maps[i] for i in dynamic]
-
-        solved = None
-        if self.in_axes is not None:
-            # plain code named on its inputs: the names pass names every value
-            solved = infer_names_pass(closed, dyn_names)
-            out_names = [n if n is not None else _plain_names(s) for n, s in
-                         zip(out_names, solved.out_names)]
-
-        def run(*vals):
-            if mesh is None:
-                return ShardingInterpreter(mapping, None, solved).run(closed, *vals)
-            vals = [x if n is None else constrain(x, n, m, mesh) for x, n, m in zip(vals, dyn_names, dyn_maps)]
-            outs = ShardingInterpreter(mapping, mesh, solved).run(closed, *vals)
-            return [x if n is None else constrain(x, n, out_map, mesh) for x, n in zip(outs, out_names)]
-
-        if explicit:
-            # Under an Explicit mesh, constraints only assert: run the passes in Auto mode and
-            # hand the results back with the shardings their names ask for.
-            specs = [spec_or_none(n, s.shape, out_map, mesh, strict=False, what="output")
-                     for n, s in zip(out_names, jax.tree_util.tree_leaves(out_shape))]
-            run = jax.sharding.auto_axes(run, out_sharding=specs)
-        outs = run(*dyn_vals)
-        if solved is not None:
-            # plain outputs whose every dimension got a name come back as NamedArrays
-            outs = [_wrap_named(x, n) for x, n in zip(outs, out_names)]
-        return jax.tree_util.tree_unflatten(out_tree, outs)
+        config = pipeline.PassConfig(
+            mapping=mapping, mesh=None if part.mesh is None else auto_twin(part.mesh),
+            out_mapping=self.out_axis_resources if self.out_axis_resources is not None else mapping,
+            solve_names=self.in_axes is not None)
+        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+        return pipeline.run(fn, leaves, treedef, self._given_names(args, kwargs),
+                            self._input_mappings(args, kwargs, mapping), config)
 
     def _given_names(self, args, kwargs) -> list:
         """Names per flattened leaf of (args, kwargs): NamedArray axes, else ``in_axes``."""
         if self.in_axes is None:
-            return _leaf_names((args, kwargs))
+            return pipeline.leaf_names((args, kwargs))
         from .infer import _leaf_names as names_from_spec
 
         in_axes = tuple(self.in_axes)
@@ -212,12 +110,12 @@ class NamedJit:
             raise ValueError(f"namedjit: in_axes has {len(in_axes)} entries for {len(args)} positional arguments")
         out: list = []
         for i, (spec, arg) in enumerate(zip(in_axes, args)):
-            units = jax.tree_util.tree_leaves(arg, is_leaf=_is_unit)
+            units = jax.tree_util.tree_leaves(arg, is_leaf=pipeline.is_unit)
             logical = jax.tree_util.tree_map(
                 lambda u: jax.ShapeDtypeStruct(u.shape, u.dtype) if is_implicit(u) else u, arg, is_leaf=is_implicit)
             for unit, names in zip(units, names_from_spec(spec, logical, f"argument {i}")):
-                out.extend(_expand(unit.array if isinstance(unit, NamedArray) else unit, names))
-        out.extend(_leaf_names(kwargs))
+                out.extend(pipeline.expand(unit.array if isinstance(unit, NamedArray) else unit, names))
+        out.extend(pipeline.leaf_names(kwargs))
         return [None if n is None else tuple(getattr(a, "name", a) for a in n) for n in out]
 
     def _input_mappings(self, args, kwargs, mapping) -> list[ResourceMapping]:
@@ -327,7 +225,7 @@ class NamedJit:
         kept = lowered._lowering.compile_args.get("kept_var_idx")
         if kept is not None and len(kept) != len(arg_names):
             arg_names = [n for i, n in enumerate(arg_names) if i in kept]
-        result_names = _leaf_names(lowered.out_info)
+        result_names = pipeline.leaf_names(lowered.out_info)
         return annotated(lowered, arg_names, result_names)
 
     def trace(self, *args, **kwargs) -> jax.stages.Traced:
