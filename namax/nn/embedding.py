@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from .. import random as nxrandom
 from ..axis import Axis, AxisSpec, ensure_tuple
+from ..layout import embedding_axes
 from ..named import NamedArray, _axes_str
 from ..ops.dot import dot
 from ..ops.indexing import take
@@ -17,6 +18,10 @@ from ..ops.indexing import take
 
 class Embedding(eqx.Module):
     """A ``[Vocab, Embed]`` table; ``emb(ids)`` looks up each integer id.
+
+    The table is stored in the order ``namax.layout`` picks for the default backend
+    (``(Vocab, *Embed)`` on CPU: each lookup reads contiguous rows); lookups and
+    ``unembed`` work by name, so the stored order never changes a result.
 
     ``Embed`` may be an Axis or a tuple of Axes. ``emb(ids)`` has ``ids``'s axes followed by
     ``Embed``; ``emb.unembed(x)`` contracts ``Embed`` with the same table to give logits
@@ -36,14 +41,14 @@ class Embedding(eqx.Module):
     @staticmethod
     def init(Vocab: Axis, Embed: AxisSpec, *, key: jax.Array, init_scale: float = 1.0,
              dtype: Any = jnp.float32) -> "Embedding":
-        """A table of normal samples times ``init_scale``, with axes ``(Vocab, *Embed)``."""
+        """A table of normal samples times ``init_scale``, axes ``(Vocab, *Embed)`` in the backend's order."""
         embed = ensure_tuple(Embed)
         for a in (Vocab, *embed):
             if not isinstance(a, Axis):
                 raise TypeError(f"Embedding.init: Vocab and Embed must be Axes (with sizes), got {a!r}")
         if Vocab.name in {a.name for a in embed}:
             raise ValueError(f"Embedding.init: Vocab {Vocab} and Embed {_axes_str(embed)} share a name")
-        weight = nxrandom.normal(key, (Vocab, *embed), dtype=dtype) * init_scale
+        weight = nxrandom.normal(key, embedding_axes(Vocab, embed), dtype=dtype) * init_scale
         return Embedding(weight, Vocab, Embed)
 
     def __call__(self, ids: NamedArray) -> NamedArray:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from .. import random as nxrandom
 from ..axis import Axis, AxisSpec, ensure_tuple
+from ..layout import weight_axes
 from ..named import NamedArray, _axes_str
 from ..ops.creation import zeros
 from ..ops.dot import dot
@@ -30,8 +31,9 @@ class Linear(eqx.Module):
     """``y = x . weight + bias``, contracting the ``In`` axes of ``x``.
 
     ``In`` and ``Out`` are each an Axis or a tuple of Axes. ``weight`` has the axes
-    ``Out + In`` (``out_first=True``, the default) or ``In + Out``; ``bias`` has the axes
-    ``Out``. Any other axes of ``x`` (batch, position, ...) pass through: the result has
+    ``Out + In`` or ``In + Out``: by default the order the backend multiplies fastest
+    (``namax.layout``; ``Out + In`` on CPU), whatever order the user names them in. The
+    named view is the same either way; ``bias`` has the axes ``Out``. Any other axes of ``x`` (batch, position, ...) pass through: the result has
     them, in ``x``'s order, followed by ``Out``.
 
     >>> import jax, namax as nx
@@ -53,7 +55,7 @@ class Linear(eqx.Module):
         *,
         key: jax.Array,
         use_bias: bool = True,
-        out_first: bool = True,
+        out_first: Optional[bool] = None,
         init_scale: float = 1.0,
         dtype: Any = jnp.float32,
     ) -> "Linear":
@@ -61,8 +63,9 @@ class Linear(eqx.Module):
 
         The weight is drawn from a normal truncated to ``[-3, 3]`` and scaled by
         ``init_scale / sqrt(size of In)`` (so outputs have about unit variance for
-        unit-variance inputs at ``init_scale=1``). ``out_first`` chooses the weight's axis
-        order: ``Out + In`` (True) or ``In + Out`` (False).
+        unit-variance inputs at ``init_scale=1``). ``out_first`` chooses the weight's stored
+        axis order: ``Out + In`` (True), ``In + Out`` (False), or the default backend's
+        fastest (None, see ``namax.layout.LAYOUTS``).
         """
         ins = _axis_tuple(In, "In", "Linear.init")
         outs = _axis_tuple(Out, "Out", "Linear.init")
@@ -73,8 +76,8 @@ class Linear(eqx.Module):
                 f"{sorted(shared)}; give the output axes other names (e.g. Axis.alias)"
             )
         fan_in = math.prod(a.size for a in ins)
-        weight_axes = outs + ins if out_first else ins + outs
-        weight = nxrandom.truncated_normal(key, weight_axes, -3.0, 3.0, dtype=dtype)
+        stored = weight_axes(ins, outs, out_first=out_first)
+        weight = nxrandom.truncated_normal(key, stored, -3.0, 3.0, dtype=dtype)
         weight = weight * (init_scale / math.sqrt(max(fan_in, 1)))
         bias = zeros(outs, dtype=dtype) if use_bias else None
         return Linear(weight, bias, In, Out)

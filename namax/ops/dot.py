@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ..axis import Axis, AxisSelection, axis_names, ensure_tuple, is_axis_selection, merge_axes
+from ..layout import dot_operands
 from ..named import NamedArray, _axes_str, wrap
 
 
@@ -68,7 +69,11 @@ def dot(*arrays: Any, axis: Optional[AxisSelection] = None, precision=None,
 
 def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Sequence[Axis],
           precision, preferred_element_type) -> jax.Array:
-    """One ``dot_general`` for two operands, then (if needed) a transpose to ``out_axes``."""
+    """One ``dot_general`` for two operands, then (if needed) a transpose to ``out_axes``.
+
+    The operand order and dimension numbers come from ``namax.layout.dot_operands`` (the
+    backend's fast form: lhs contracting dims last, result in ``out_axes`` order if possible).
+    """
     an, bn = a.axis_names, b.axis_names
     only_a = [n for n in contracted if n in an and n not in bn]
     only_b = [n for n in contracted if n in bn and n not in an]
@@ -78,17 +83,14 @@ def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Seq
         a = NamedArray(ra, [x for x in a.axes if x.name not in only_a])
         b = NamedArray(rb, [x for x in b.axes if x.name not in only_b])
         an, bn = a.axis_names, b.axis_names
-    both = [n for n in contracted if n in an and n in bn]
-    batch = [n for n in an if n in bn and n not in contracted]
-    dims = (
-        (tuple(an.index(n) for n in both), tuple(bn.index(n) for n in both)),
-        (tuple(an.index(n) for n in batch), tuple(bn.index(n) for n in batch)),
-    )
-    out = jax.lax.dot_general(a.array, b.array, dims, precision=precision,
-                              preferred_element_type=preferred_element_type)
-    produced = batch + [n for n in an if n not in batch and n not in both] + \
-        [n for n in bn if n not in batch and n not in both]
     want = [x.name for x in out_axes]
+    plan = dot_operands(an, bn, contracted, want)
+    lhs, rhs = (b, a) if plan.swap else (a, b)
+    if plan.swap and isinstance(precision, tuple):
+        precision = precision[::-1]
+    out = jax.lax.dot_general(lhs.array, rhs.array, plan.dimension_numbers, precision=precision,
+                              preferred_element_type=preferred_element_type)
+    produced = list(plan.produced)
     if produced != want:
         out = jnp.transpose(out, [produced.index(n) for n in want])
     return out
@@ -162,7 +164,11 @@ def einsum(equation: str, *arrays: NamedArray, precision=None, preferred_element
         if len(set(out_names)) != len(out_names):
             raise ValueError(f"einsum: output {rhs.strip()!r} names an axis twice")
     out_axes = tuple(by_name[n] for n in out_names)
-    out = _einsum_raw(arrays, out_axes, precision, preferred_element_type)
+    if len(arrays) == 2:  # one dot_general in the backend's fast form (see namax.layout)
+        contracted = [n for n in by_name if n not in out_names]
+        out = _dot2(arrays[0], arrays[1], contracted, out_axes, precision, preferred_element_type)
+    else:
+        out = _einsum_raw(arrays, out_axes, precision, preferred_element_type)
     return wrap(out, out_axes)
 
 

@@ -1,0 +1,185 @@
+"""Layout by name: which stored axis order and ``dot_general`` form each backend runs fastest.
+
+A NamedArray's stored order is just its ``axes`` order, so namax may store a weight and
+order a contraction's operands however the backend likes without changing what the user
+sees. The choices live in one table, ``LAYOUTS``, keyed by ``jax.default_backend()``:
+
+* ``weight_out_first``: ``nn.Linear`` stores its weight ``Out + In`` (True) or ``In + Out``.
+  With activations ``x[..., In]`` the forward dot is ``x . W^T`` (contract both last dims,
+  "NT") or ``x . W`` ("NN").
+* ``vocab_first``: ``nn.Embedding`` stores its table ``(Vocab, *Embed)`` (True) or
+  ``(*Embed, Vocab)``.
+* ``lhs_contract_last``: the left operand of an emitted ``dot_general`` should have its
+  contracting dims last (never a transposed-LHS dot, which XLA:CPU runs off its fast GEMM
+  path when no output transpose lets it swap the operands back).
+
+``dot_operands`` applies the last rule to a two-operand contraction; ``weight_axes`` and
+``embedding_axes`` apply the first two.
+
+>>> import namax as nx
+>>> In, Out = nx.Axis("embed", 4), nx.Axis("mlp", 8)
+>>> [a.name for a in weight_axes(In, Out, backend="cpu")]
+['mlp', 'embed']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import jax
+
+from .axis import Axis, AxisSpec, ensure_tuple
+from .named import NamedArray, _axes_str
+
+
+@dataclasses.dataclass(frozen=True)
+class DotLayout:
+    """One backend's row of the layout table (see the module docstring)."""
+
+    weight_out_first: bool
+    vocab_first: bool
+    lhs_contract_last: bool
+    measured: bool
+    evidence: str
+
+
+# Measured on this project's 2-core XLA:CPU host (jax 0.10.2, dots run as YNNPACK fusions),
+# `python benchmarks/layout.py` (interleaved medians of >= 7, ratios within one run; the host
+# is shared, so the ratios below are the medians of three runs and vary by about +-20%).
+#   forward y = x . W, ratio NT (W stored (out, in)) / NN (W stored (in, out)):
+#     batch 1: 0.3-0.8x (width 1024-4096); batch 16: 1.0-1.7x; batch 256: 1.0-1.1x
+#   forward + backward (dx and dW), NT / NN:
+#     batch 1: 0.2-0.45x (NN's dW outer product is a slow non-GEMM dot); batch 16: 0.9-1.3x;
+#     batch 256: 1.0x
+#   XLA:CPU canonicalises 2-D dots itself: dot(W, x) followed by .T compiles to the same HLO
+#   as dot(x, W^T), and a transposed-LHS dot followed by .T to the same as x . W. A
+#   transposed-LHS dot whose result is *not* transposed back stays a plain (non-YNN) dot: in
+#   the backward pass dW = x^T . g is such a dot in both layouts.
+#   Batched dots whose batch dims are not leading get transpose copies of both operands
+#   before the YNN fusion, whichever operand order is emitted.
+LAYOUTS: dict[str, DotLayout] = {
+    "cpu": DotLayout(weight_out_first=True, vocab_first=True, lhs_contract_last=True, measured=True,
+                     evidence="XLA:CPU, see the comment above LAYOUTS"),
+    # Unmeasured: XLA's GPU and TPU dot emitters canonicalise operand layouts with their own
+    # layout assignment; these rows keep the conventional choices until someone measures them.
+    "gpu": DotLayout(weight_out_first=True, vocab_first=True, lhs_contract_last=True, measured=False,
+                     evidence="unmeasured"),
+    "tpu": DotLayout(weight_out_first=True, vocab_first=True, lhs_contract_last=True, measured=False,
+                     evidence="unmeasured"),
+}
+
+
+def layout_for(backend: Optional[str] = None) -> DotLayout:
+    """The table row for ``backend`` (default: ``jax.default_backend()``).
+
+    >>> layout_for("cpu").weight_out_first
+    True
+    """
+    name = backend if backend is not None else jax.default_backend()
+    if name not in LAYOUTS:
+        raise ValueError(f"layout_for: no layout row for backend {name!r}; known: {sorted(LAYOUTS)}")
+    return LAYOUTS[name]
+
+
+def weight_axes(In: AxisSpec, Out: AxisSpec, backend: Optional[str] = None,
+                out_first: Optional[bool] = None) -> tuple[Axis, ...]:
+    """The stored axis order of a ``Linear`` weight: ``Out + In`` or ``In + Out``.
+
+    ``out_first`` overrides the table when given.
+
+    >>> import namax as nx
+    >>> [a.name for a in weight_axes(nx.Axis("a", 2), nx.Axis("b", 3), out_first=False)]
+    ['a', 'b']
+    """
+    ins, outs = ensure_tuple(In), ensure_tuple(Out)
+    first = layout_for(backend).weight_out_first if out_first is None else out_first
+    return tuple(outs + ins) if first else tuple(ins + outs)
+
+
+def embedding_axes(Vocab: Axis, Embed: AxisSpec, backend: Optional[str] = None) -> tuple[Axis, ...]:
+    """The stored axis order of an ``Embedding`` table: ``(Vocab, *Embed)`` or ``(*Embed, Vocab)``.
+
+    >>> import namax as nx
+    >>> [a.name for a in embedding_axes(nx.Axis("vocab", 9), nx.Axis("embed", 4), backend="cpu")]
+    ['vocab', 'embed']
+    """
+    embed = ensure_tuple(Embed)
+    return (Vocab, *embed) if layout_for(backend).vocab_first else (*embed, Vocab)
+
+
+def match_stored(value: NamedArray, template: NamedArray) -> NamedArray:
+    """``value`` rearranged to ``template``'s stored axis order, matching axes by name.
+
+    Loading a checkpoint saved under another layout: the tensor's recorded axis names say
+    which dim is which, so a layout change is a transpose, never a misread.
+
+    >>> import namax as nx
+    >>> A, C = nx.Axis("a", 2), nx.Axis("c", 3)
+    >>> match_stored(nx.ones((A, C)), nx.zeros((C, A))).axis_names
+    ('c', 'a')
+    """
+    have, want = value.axis_names, template.axis_names
+    if sorted(have) != sorted(want):
+        raise ValueError(f"match_stored: the value has axes {_axes_str(value.axes)} but the template wants "
+                         f"{_axes_str(template.axes)}")
+    for a in template.axes:
+        if value.axis_size(a.name) != a.size:
+            raise ValueError(f"match_stored: axis {a.name!r} has size {value.axis_size(a.name)} but the "
+                             f"template wants size {a.size}")
+    return value if have == want else value.rearrange(template.axes)
+
+
+DimensionNumbers = tuple[tuple[tuple[int, ...], tuple[int, ...]], tuple[tuple[int, ...], tuple[int, ...]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DotPlan:
+    """How to emit a two-operand contraction: swap the operands?, dims, result order."""
+
+    swap: bool
+    dimension_numbers: DimensionNumbers
+    produced: tuple[str, ...]
+
+
+def _plan(lhs: Sequence[str], rhs: Sequence[str], contracted: Sequence[str], swap: bool) -> DotPlan:
+    both = [n for n in lhs if n in contracted and n in rhs]  # lhs order keeps them contiguous
+    batch = [n for n in lhs if n in rhs and n not in contracted]
+    dims = ((tuple(lhs.index(n) for n in both), tuple(rhs.index(n) for n in both)),
+            (tuple(lhs.index(n) for n in batch), tuple(rhs.index(n) for n in batch)))
+    produced = tuple(batch + [n for n in lhs if n not in rhs] + [n for n in rhs if n not in lhs])
+    return DotPlan(swap, dims, produced)
+
+
+def _lhs_transposed(names: Sequence[str], dims: DimensionNumbers) -> bool:
+    """Whether the lhs's contracting dims are not its trailing dims."""
+    contracting = dims[0][0]
+    n = len(names)
+    return bool(contracting) and tuple(contracting) != tuple(range(n - len(contracting), n))
+
+
+def dot_operands(a: Sequence[str], b: Sequence[str], contracted: Sequence[str], want: Sequence[str],
+                 backend: Optional[str] = None) -> DotPlan:
+    """Choose the operand order and dimension numbers for contracting ``a`` with ``b``.
+
+    ``a`` and ``b`` are the operands' axis names (every name in ``contracted`` is in both),
+    ``want`` the result's names. Prefers, in order: an lhs whose contracting dims are last
+    (if the backend's row asks for it), then a result already in ``want``'s order (no
+    transpose), then the order given.
+
+    >>> dot_operands(("in", "batch"), ("out", "in"), ["in"], ["batch", "out"], backend="cpu").swap
+    True
+    """
+    row = layout_for(backend)
+    want = tuple(want)
+
+    def cost(p: DotPlan) -> tuple[int, int, int]:
+        lhs = b if p.swap else a
+        return (int(row.lhs_contract_last and _lhs_transposed(lhs, p.dimension_numbers)),
+                int(p.produced != want), int(p.swap))
+
+    return min((_plan(a, b, contracted, False), _plan(b, a, contracted, True)), key=cost)
+
+
+__all__ = ["DotLayout", "DotPlan", "LAYOUTS", "dot_operands", "embedding_axes", "layout_for", "match_stored",
+           "weight_axes"]
