@@ -5,6 +5,8 @@ header that is the only change: ``namax`` in place of ``haliax``. The results ar
 with a plain ``jax.numpy`` implementation that uses the same weights.
 """
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,67 +23,11 @@ import namax.nn as hnn
 import namax as haliax
 """
 
-# Haliax README, "Example: Attention" (after its imports), verbatim.
-HALIAX_SEED = '''
-Pos = hax.Axis("position", 1024)  # sequence length
-KPos = Pos.alias("key_position")
-Head = hax.Axis("head", 8)  # number of attention heads
-Key = hax.Axis("key", 64)  # key size
-Embed = hax.Axis("embed", 512)  # embedding size
-
-# alternatively:
-#Pos, KPos, Head, Key, Embed = hax.make_axes(pos=1024, key_pos=1024, head=8, key=64, embed=512)
-
-
-def attention_scores(Key, KPos, query, key, mask):
-    # how similar is each query to each key
-    scores = hax.dot(query, key, axis=Key) / jnp.sqrt(Key.size)
-
-    if mask is not None:
-        scores -= 1E9 * (1.0 - mask)
-
-    # convert to probabilities
-    scores = haliax.nn.softmax(scores, KPos)
-    return scores
-
-
-def attention(Key, KPos, query, key, value, mask):
-    scores = attention_scores(Key, KPos, query, key, mask)
-    answers = hax.dot(scores, value, axis=KPos)
-
-    return answers
-
-
-# Causal Mask means that if pos >= key_pos, then pos can attend to key_pos
-causal_mask = hax.arange(Pos).broadcast_axis(KPos) >= hax.arange(KPos)
-
-
-class Attention(eqx.Module):
-    proj_q: hnn.Linear  # [Embed] -> [Head, Key]
-    proj_k: hnn.Linear  # [Embed] -> [Head, Key]
-    proj_v: hnn.Linear  # [Embed] -> [Head, Key]
-    proj_answer: hnn.Linear  # output projection from [Head, Key] -> [Embed]
-
-    @staticmethod
-    def init(Embed, Head, Key, *, key):
-        k_q, k_k, k_v, k_ans = jax.random.split(key, 4)
-        proj_q = hnn.Linear.init(In=Embed, Out=(Head, Key), key=k_q)
-        proj_k = hnn.Linear.init(In=Embed, Out=(Head, Key), key=k_k)
-        proj_v = hnn.Linear.init(In=Embed, Out=(Head, Key), key=k_v)
-        proj_answer = hnn.Linear.init(In=(Head, Key), Out=Embed, key=k_ans)
-        return Attention(proj_q, proj_k, proj_v, proj_answer)
-
-    def __call__(self, x, mask=None):
-        q = self.proj_q(x)
-        # Rename "position" to "key_position" for self attention
-        k = self.proj_k(x).rename({"position": "key_position"})
-        v = self.proj_v(x).rename({"position": "key_position"})
-
-        answers = attention(Key, KPos, q, k, v, causal_mask)
-
-        x = self.proj_answer(answers)
-        return x
-'''
+# Haliax README, "Example: Attention" (after its imports), verbatim: examples/attention.py
+# holds it between marker comments, so the example and this test run the same text.
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "attention.py"
+_text = EXAMPLE.read_text()
+HALIAX_SEED = _text[_text.index("# --- seed code, verbatim"):_text.index("# --- end of seed code")]
 
 # Haliax PyPI page: the same example but through haliax.nn.normalization.softmax.
 PYPI_SOFTMAX_LINE = "scores = haliax.nn.normalization.softmax(scores, KPos)"
