@@ -111,5 +111,17 @@ def main() -> float:
     return diff
 
 
+def make():
+    """A ``dump-hlo`` target: ``dump-hlo examples/attention.py:make --stage all``.
+
+    Returns the function and its example arguments (the module and an input with a batch
+    axis, so a mapping such as ``batch=data,head=model`` has something to shard).
+    """
+    k_model, k_x = jax.random.split(jax.random.key(0))
+    model = Attention.init(Embed, Head, Key, key=k_model)
+    x = hax.random.normal(k_x, (hax.Axis("batch", 8), Pos, Embed))
+    return (lambda m, x: m(x)), (model, x)
+
+
 if __name__ == "__main__":
     main()
