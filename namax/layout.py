@@ -44,20 +44,29 @@ class DotLayout:
     evidence: str
 
 
-# Measured on this project's 2-core XLA:CPU host (jax 0.10.2, dots run as YNNPACK fusions),
-# `python benchmarks/layout.py` (interleaved medians of >= 7, ratios within one run; the host
-# is shared, so the ratios below are the medians of three runs and vary by about +-20%).
-#   forward y = x . W, ratio NT (W stored (out, in)) / NN (W stored (in, out)):
-#     batch 1: 0.3-0.8x (width 1024-4096); batch 16: 1.0-1.7x; batch 256: 1.0-1.1x
-#   forward + backward (dx and dW), NT / NN:
-#     batch 1: 0.2-0.45x (NN's dW outer product is a slow non-GEMM dot); batch 16: 0.9-1.3x;
-#     batch 256: 1.0x
+# Measured on this project's 2-core XLA:CPU host (jax 0.10.2; dots run as YNNPACK fusions)
+# with `python benchmarks/layout.py --runs 7 --steps 3` plus two probe scripts: interleaved
+# medians, ratios within one run. The host was shared (load average 6-8 on 2 cores), so
+# single ratios move by +-30%; the ranges below span three or four runs.
+#   ratio NT (W stored (out, in), contract both last dims) / NN (W stored (in, out), x @ W):
+#     batch, width    forward        forward + backward (dW and dx)
+#     1, 1024         0.3-2.1x       0.13-0.21x
+#     1, 2048-4096    0.32-0.82x     0.18-0.45x   (NN's dW outer product is a slow non-GEMM dot)
+#     16, 1024-4096   1.06-2.07x     0.87-1.26x   (a quieter host earlier gave 0.43-0.57x fwd)
+#     256, 1024-4096  0.98-1.24x     0.95-1.11x
+#   NT wins big at batch 1 (decoding) and for training at batch 1, ties at batch 256 and for
+#   training at batch 16; forward-only at batch 16 it lost 1.1-2x in these runs. One stored
+#   order has to serve both passes, so the CPU row keeps NT (weight_out_first=True).
 #   XLA:CPU canonicalises 2-D dots itself: dot(W, x) followed by .T compiles to the same HLO
 #   as dot(x, W^T), and a transposed-LHS dot followed by .T to the same as x . W. A
 #   transposed-LHS dot whose result is *not* transposed back stays a plain (non-YNN) dot: in
-#   the backward pass dW = x^T . g is such a dot in both layouts.
+#   the backward pass dW = g^T . x is such a dot in both layouts (it contracts the batch dim,
+#   leading in both operands, so no operand order avoids it).
 #   Batched dots whose batch dims are not leading get transpose copies of both operands
-#   before the YNN fusion, whichever operand order is emitted.
+#   before the YNN fusion, whichever operand order is emitted; with leading batch dims and
+#   both contracting dims last (q . k^T) the fusion takes the operands as they are.
+#   Embedding tables stay (vocab, embed): a lookup reads contiguous rows, and unembed is
+#   then the NT form x . E^T.
 LAYOUTS: dict[str, DotLayout] = {
     "cpu": DotLayout(weight_out_first=True, vocab_first=True, lhs_contract_last=True, measured=True,
                      evidence="XLA:CPU, see the comment above LAYOUTS"),

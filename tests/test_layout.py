@@ -127,7 +127,7 @@ def test_attention_scores_and_values_forms():
     s = nx.dot(q, k, axis=D)
     assert s.axes == (B, Q, H, K)
     np.testing.assert_allclose(s.array, np.einsum("bqhd,bkhd->bqhk", q.array, k.array), rtol=1e-5)
-    p = nx.rearrange(s, (B, H, Q, K)) if hasattr(nx, "rearrange") else s.rearrange((B, H, Q, K))
+    p = s.rearrange((B, H, Q, K))
     [(ls, _, dn)] = dims(lambda p, v: nx.dot(p, v, axis=K).array, p, v)
     assert ls == p.array.shape and dn == (((3,), (1,)), ((0, 1), (0, 2)))
     o = nx.dot(p, v, axis=K)
@@ -294,3 +294,22 @@ def test_int4_rewrite_forms():
     assert forms
     for ls, rs, dn in forms:
         assert not avoidably_transposed(ls, rs, dn), (ls, rs, dn)
+
+
+@pytest.mark.parametrize("x_axes", [(B, In), (In, B)])
+def test_named_linear_compiles_to_the_hand_written_fast_layout(x_axes):
+    """Forward and backward: the same optimized HLO instructions as the hand-written x . W^T."""
+    from benchmarks._timing import hlo_instructions
+
+    lin = nn.Linear.init(In, Out, key=jax.random.key(0), use_bias=False, out_first=True)
+    x = rand(x_axes)
+    xb = x.rearrange((B, In)).array
+    hand = lambda w, x: lax.dot_general(x, w, (((1,), (1,)), ((), ())))  # noqa: E731
+    named = lambda m, x: m(x).rearrange((B, Out)).array  # noqa: E731
+    for wrap in (lambda f: f, lambda f: jax.grad(lambda p, x: jnp.sum(f(p, x) ** 2), argnums=(0, 1))):
+        h = jax.jit(wrap(hand)).lower(lin.weight.array, xb).compile().as_text()
+        n = jax.jit(wrap(named)).lower(lin, x).compile().as_text()
+        if x_axes[0] == B:
+            assert hlo_instructions(n) == hlo_instructions(h)
+        ops = [re.search(r"\s([a-z][a-z\-]*)\(", i).group(1) for i in hlo_instructions(n)]
+        assert ops.count("dot") + ops.count("fusion") >= 1 and "copy" not in ops, ops
