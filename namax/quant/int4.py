@@ -1,20 +1,27 @@
 """int4 weights: ``Int4Weight`` holds 4-bit codes and per-group scales, never a dense copy.
 
-A weight ``W [in, out]`` (as in ``x @ W``) is cut into groups of ``group_size`` rows along
-``in``, the contraction dim. Each group and output column has one scale ``s`` (and, when
-asymmetric, one integer zero point ``z``), and ``W[k, n] ~ (q[k, n] - z) * s`` with
-``q`` in ``[-8, 7]``.
+A weight is seen as a matrix ``W [in, out]`` (as in ``x @ W``), possibly with leading
+*stack* dims (``[layers, in, out]``) and with ``in`` and ``out`` each made of several dims
+(``[layers, qkv, heads, head_size, embed]`` contracting ``embed``). ``W`` is cut into
+groups of ``group_size`` rows along the flattened ``in``, the contraction side. Each group
+and output column has one scale ``s`` (and, when asymmetric, one integer zero point
+``z``), and ``W[k, n] ~ (q[k, n] - z) * s`` with ``q`` in ``[-8, 7]``.
 
-Storage: the codes are packed two per byte in a ``uint8 [in, out // 2]`` array (low
-nibble = even column), scales are ``bfloat16 [in // group_size, out]`` and zero points are
-packed like the codes. At group 128 that is 0.516 bytes per parameter (0.520 asymmetric).
-Packed ``uint8`` rather than ``jnp.int4``: both take half a byte per code as a compiled
-argument, but XLA:CPU converts an ``s4`` array that a loop reads into a full ``s8`` copy
-(a temp of one byte per parameter), while ``uint8`` chunks are unpacked inside the loop.
+Storage: the codes are packed two per byte in a ``uint8 [*stack, in, out // 2]`` array
+(low nibble = even column), scales are ``bfloat16 [*stack, in // group_size, out]`` and
+zero points are packed like the codes. At group 128 that is 0.516 bytes per parameter
+(0.520 asymmetric). Packed ``uint8`` rather than ``jnp.int4``: both take half a byte per
+code as a compiled argument, but XLA:CPU converts an ``s4`` array that a loop reads into a
+full ``s8`` copy (a temp of one byte per parameter), while ``uint8`` chunks are unpacked
+inside the loop. Every child carries the stack dims, so ``lax.scan`` over a stacked
+Int4Weight slices it leaf by leaf into one layer's Int4Weight.
 
-A ``dot_general`` with an Int4Weight on either side becomes a dot with the dequantisation
-inside the program, chunk by chunk (see :mod:`namax.quant.int4_dot`); transposes flip a
-flag; other uses materialize.
+The logical shape is ``stack + (in dims and out dims in the order aux field ``order``
+gives)``. A ``dot_general`` with an Int4Weight on either side becomes a dot with the
+dequantisation inside the program, chunk by chunk (see :mod:`namax.quant.int4_dot`);
+transposes of the non-stack dims change ``order``; slicing one index of a stack dim
+(``dynamic_slice`` then ``squeeze``, as ``w[i]`` does) slices the children; other uses
+materialize.
 
 >>> import jax, jax.numpy as jnp
 >>> import namax.quant as qax
@@ -29,7 +36,8 @@ True
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+import math
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -71,44 +79,66 @@ def unpack_int4(packed: Any, dtype: Any = jnp.int8) -> jax.Array:
 
 def dequantize_rows(packed: Any, scales: Any, zero_points: Optional[Any], group_size: int,
                     dtype: Any = jnp.float32) -> jax.Array:
-    """Dense ``[rows, out]`` from packed codes ``[rows, out/2]`` and ``[rows/group_size, out]`` scales."""
-    rows, n = packed.shape[0], 2 * packed.shape[1]
-    g = rows // group_size
-    q = unpack_int4(packed, jnp.float32).reshape(g, group_size, n)
+    """Dense ``[*stack, rows, out]`` from codes ``[*stack, rows, out/2]`` and scales ``[*stack, rows/group_size, out]``."""
+    *lead, rows, half = packed.shape
+    n, g = 2 * half, rows // group_size
+    q = unpack_int4(packed, jnp.float32).reshape(*lead, g, group_size, n)
     if zero_points is not None:
-        q = q - unpack_int4(zero_points, jnp.float32)[:, None, :]
-    w = q * scales.astype(jnp.float32)[:, None, :]
-    return w.reshape(rows, n).astype(dtype)
+        q = q - unpack_int4(zero_points, jnp.float32)[..., :, None, :]
+    w = q * scales.astype(jnp.float32)[..., :, None, :]
+    return w.reshape(*lead, rows, n).astype(dtype)
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value)
+    except TypeError as e:
+        raise TypeError(f"Int4Weight.{what} must be a tuple of ints, got {value!r}") from e
 
 
 @dataclasses.dataclass
 class Int4Weight(ImplicitArray):
-    """A 2-D weight as packed 4-bit codes, per-group scales and optional zero points.
+    """A weight as packed 4-bit codes, per-group scales and optional zero points.
 
-    ``packed`` is ``uint8 [in, out // 2]``, ``scales`` is ``[in // group_size, out]``,
-    ``zero_points`` (asymmetric) is ``uint8 [in // group_size, out // 2]`` or ``None``.
-    The logical shape is ``(in, out)``, or ``(out, in)`` when ``transposed``; ``dtype``
-    (keyword, default float32) is the dense weight's dtype.
+    ``packed`` is ``uint8 [*stack, in, out // 2]``, ``scales`` is ``[*stack, in // group_size,
+    out]`` and ``zero_points`` (asymmetric) is ``uint8 [*stack, in // group_size, out // 2]``
+    or ``None``. ``in_shape`` and ``out_shape`` (default ``(in,)`` and ``(out,)``) split the
+    flattened ``in`` and ``out`` into the weight's dims; ``order`` lists the logical order of
+    those dims after the stack dims, as indices into ``in_shape + out_shape`` (default: in
+    then out). ``dtype`` (keyword, default float32) is the dense weight's dtype.
     """
 
     packed: ArrayValue
     scales: ArrayValue
     zero_points: Optional[ArrayValue] = None
     group_size: int = aux_field(default=DEFAULT_GROUP_SIZE)
-    transposed: bool = aux_field(default=False)
+    in_shape: Optional[tuple] = aux_field(default=None)
+    out_shape: Optional[tuple] = aux_field(default=None)
+    order: Optional[tuple] = aux_field(default=None)
 
     def __post_init__(self) -> None:
         _validate(self)
         super().__post_init__()
 
     def compute_shape_dtype(self) -> tuple[tuple, Any]:
-        k, n = int(self.packed.shape[0]), 2 * int(self.packed.shape[1])
-        return ((n, k) if self.transposed else (k, n)), jnp.dtype(self.dtype or jnp.float32)
+        lead = tuple(int(s) for s in self.packed.shape[:-2])
+        dims = self.in_shape + self.out_shape
+        return lead + tuple(dims[i] for i in self.order), jnp.dtype(self.dtype or jnp.float32)
 
     @property
-    def stored_shape(self) -> tuple[int, int]:
-        """``(in, out)``: the shape of the dense weight in storage order (groups along dim 0)."""
-        return int(self.packed.shape[0]), 2 * int(self.packed.shape[1])
+    def n_stack(self) -> int:
+        """The number of leading stack dims (``layers``, ...)."""
+        return len(self.packed.shape) - 2
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """``(*stack, in, out)``: the dense weight in storage order (groups along ``in``)."""
+        return tuple(int(s) for s in self.packed.shape[:-1]) + (2 * int(self.packed.shape[-1]),)
+
+    @property
+    def transposed(self) -> bool:
+        """True when the logical dims are not in storage order (some out dim before an in dim)."""
+        return self.order != tuple(range(len(self.order)))
 
     @property
     def symmetric(self) -> bool:
@@ -116,7 +146,11 @@ class Int4Weight(ImplicitArray):
 
     def materialize(self) -> jax.Array:
         w = dequantize_rows(self.packed, self.scales, self.zero_points, self.group_size, self.dtype)
-        return w.T if self.transposed else w
+        lead = tuple(w.shape[:-2])
+        w = w.reshape(lead + self.in_shape + self.out_shape)
+        L = len(lead)
+        perm = tuple(range(L)) + tuple(L + i for i in self.order)
+        return w if perm == tuple(range(len(perm))) else jnp.transpose(w, perm)
 
     def __repr__(self) -> str:
         kind = "symmetric" if self.symmetric else "asymmetric"
@@ -132,91 +166,167 @@ def _validate(w: Int4Weight) -> None:
         if not _has_aval(getattr(w, name)):
             raise TypeError(f"Int4Weight.{name} must be an array, got {type(getattr(w, name)).__name__}")
     packed, scales, zp = w.packed, w.scales, w.zero_points
-    if len(packed.shape) != 2 or jnp.dtype(packed.dtype) != jnp.uint8:
-        raise TypeError(f"Int4Weight.packed must be uint8 [in, out // 2] (two codes per byte), "
+    if len(packed.shape) < 2 or jnp.dtype(packed.dtype) != jnp.uint8:
+        raise TypeError(f"Int4Weight.packed must be uint8 [*stack, in, out // 2] (two codes per byte), "
                         f"got {jnp.dtype(packed.dtype).name}{list(packed.shape)}")
-    k, n = int(packed.shape[0]), 2 * int(packed.shape[1])
+    lead = tuple(int(s) for s in packed.shape[:-2])
+    k, n = int(packed.shape[-2]), 2 * int(packed.shape[-1])
+    w.in_shape = (k,) if w.in_shape is None else _int_tuple(w.in_shape, "in_shape")
+    w.out_shape = (n,) if w.out_shape is None else _int_tuple(w.out_shape, "out_shape")
+    ndims = len(w.in_shape) + len(w.out_shape)
+    w.order = tuple(range(ndims)) if w.order is None else _int_tuple(w.order, "order")
+    if math.prod(w.in_shape) != k or math.prod(w.out_shape) != n:
+        raise ValueError(f"Int4Weight: in_shape {w.in_shape} and out_shape {w.out_shape} do not flatten to the "
+                         f"packed codes' (in, out) = {(k, n)}")
+    if sorted(w.order) != list(range(ndims)):
+        raise ValueError(f"Int4Weight.order must be a permutation of range({ndims}), got {w.order}")
     if k % w.group_size:
         raise ValueError(f"Int4Weight: group_size {w.group_size} does not divide the contraction dim ({k} rows)")
-    want = (k // w.group_size, n)
+    want = lead + (k // w.group_size, n)
     if tuple(scales.shape) != want or not jnp.issubdtype(scales.dtype, jnp.floating):
         raise ValueError(f"Int4Weight.scales must be a float array of shape {want} (one per group of "
                          f"{w.group_size} rows and output column), got {jnp.dtype(scales.dtype).name}"
                          f"{list(scales.shape)}")
     if zp is not None:
-        if not _has_aval(zp) or tuple(zp.shape) != (want[0], n // 2) or jnp.dtype(zp.dtype) != jnp.uint8:
-            raise ValueError(f"Int4Weight.zero_points must be packed uint8 of shape {(want[0], n // 2)}, got "
+        zwant = want[:-1] + (n // 2,)
+        if not _has_aval(zp) or tuple(zp.shape) != zwant or jnp.dtype(zp.dtype) != jnp.uint8:
+            raise ValueError(f"Int4Weight.zero_points must be packed uint8 of shape {zwant}, got "
                              f"{getattr(zp, 'dtype', type(zp).__name__)}{list(getattr(zp, 'shape', ()))}")
-    expected = (n, k) if w.transposed else (k, n)
+    dims = w.in_shape + w.out_shape
+    expected = lead + tuple(dims[i] for i in w.order)
     if w.shape is not None and tuple(w.shape) != expected:
         raise ValueError(f"Int4Weight: shape={tuple(w.shape)} disagrees with the packed codes ({expected})")
 
 
 # -- quantize / dequantize -------------------------------------------------------------------
 
-def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool = True, in_axis: int = 0,
-                   scale_dtype: Any = jnp.bfloat16) -> Int4Weight:
-    """One 2-D float array as an :class:`Int4Weight`, grouped along ``in_axis`` (the contraction dim).
+def _dims(value: Union[int, Sequence[int]], ndim: int, what: str, shape: tuple) -> tuple[int, ...]:
+    dims = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    out = []
+    for d in dims:
+        if not isinstance(d, (int, np.integer)) or not -ndim <= d < ndim:
+            raise ValueError(f"int4.quantize: {what} {d!r} is not a dim of the weight of shape {shape}")
+        out.append(int(d) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"int4.quantize: {what} {value!r} names a dim twice")
+    return tuple(out)
 
-    >>> q = quantize_array(jnp.ones((128, 4)))
-    >>> q.materialize().tolist()[0]
-    [1.0, 1.0, 1.0, 1.0]
+
+def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool = True,
+                   in_axis: Union[int, Sequence[int]] = 0, scale_dtype: Any = jnp.bfloat16, *,
+                   stack_dims: int = 0) -> Int4Weight:
+    """One float array as an :class:`Int4Weight`, grouped along the contraction dim(s) ``in_axis``.
+
+    The first ``stack_dims`` dims are a stack (one matrix per index, e.g. ``layers``);
+    ``in_axis`` (an int or a tuple of ints, dims of ``w``) are contracted with the input;
+    every other dim is an output dim. A 2-D ``x @ W`` weight has ``in_axis=0``, an
+    ``equinox.nn.Linear`` weight ``[out, in]`` has ``in_axis=1``.
+
+    >>> q = quantize_array(jnp.ones((2, 4, 128)), in_axis=2, stack_dims=1)
+    >>> q.shape, q.packed.shape
+    ((2, 4, 128), (2, 128, 2))
     """
     if not _has_aval(w):
         raise TypeError(f"int4.quantize: expected an array, got {type(w).__name__}")
     w = jnp.asarray(w)
-    if w.ndim != 2:
-        raise ValueError(f"int4.quantize: only 2-D weights can be quantized, got shape {tuple(w.shape)} "
-                         f"(a bias or a stacked weight was selected?)")
+    shape = tuple(w.shape)
     if not jnp.issubdtype(w.dtype, jnp.floating):
         raise TypeError(f"int4.quantize: expected a float weight, got {w.dtype}")
-    if in_axis not in (0, 1, -1, -2):
-        raise ValueError(f"int4.quantize: in_axis must be 0 or 1 for a 2-D weight, got {in_axis}")
-    transposed = in_axis % 2 == 1
-    stored = w.T if transposed else w
-    k, n = stored.shape
+    if not isinstance(stack_dims, int) or not 0 <= stack_dims <= w.ndim - 2:
+        raise ValueError(f"int4.quantize: a weight of shape {shape} with stack_dims={stack_dims} has fewer than 2 "
+                         f"matrix dims (a bias, a norm scale or the wrong stack_dims was selected?)")
+    ins = _dims(in_axis, w.ndim, "in_axis", shape)
+    if any(d < stack_dims for d in ins):
+        raise ValueError(f"int4.quantize: in_axis {in_axis} includes one of the {stack_dims} stack dims of the "
+                         f"weight of shape {shape}")
+    ins = tuple(sorted(ins))
+    outs = tuple(d for d in range(stack_dims, w.ndim) if d not in ins)
+    if not outs:
+        raise ValueError(f"int4.quantize: in_axis {in_axis} leaves no output dim in the weight of shape {shape}")
+    lead = shape[:stack_dims]
+    in_shape, out_shape = tuple(shape[d] for d in ins), tuple(shape[d] for d in outs)
+    k, n = math.prod(in_shape), math.prod(out_shape)
     if not isinstance(group_size, int) or group_size < 1 or k % group_size:
         raise ValueError(f"int4.quantize: group_size {group_size} does not divide the contraction dim "
-                         f"(axis {in_axis % 2} of size {k}) of the weight of shape {tuple(w.shape)}")
+                         f"(in_axis {in_axis}, {k} rows) of the weight of shape {shape}")
     if n % 2:
-        raise ValueError(f"int4.quantize: the output dim (size {n}) of the weight of shape {tuple(w.shape)} "
+        raise ValueError(f"int4.quantize: the output dim (size {n}) of the weight of shape {shape} "
                          f"must be even: codes are packed two per byte along it")
-    groups = stored.astype(jnp.float32).reshape(k // group_size, group_size, n)
+    stored = jnp.transpose(w, tuple(range(stack_dims)) + ins + outs).reshape(lead + (k, n))
+    groups = stored.astype(jnp.float32).reshape(lead + (k // group_size, group_size, n))
     if symmetric:
-        amax = jnp.max(jnp.abs(groups), axis=1)
+        amax = jnp.max(jnp.abs(groups), axis=-2)
         scales = jnp.where(amax > 0, amax / 7.0, 1.0).astype(scale_dtype)
-        s = scales.astype(jnp.float32)[:, None, :]
-        codes = jnp.clip(jnp.round(groups / s), -8, 7)
+        codes = jnp.clip(jnp.round(groups / scales.astype(jnp.float32)[..., None, :]), -8, 7)
         zero_points = None
     else:
-        lo = jnp.minimum(jnp.min(groups, axis=1), 0.0)
-        hi = jnp.maximum(jnp.max(groups, axis=1), 0.0)
+        lo = jnp.minimum(jnp.min(groups, axis=-2), 0.0)
+        hi = jnp.maximum(jnp.max(groups, axis=-2), 0.0)
         scales = jnp.where(hi > lo, (hi - lo) / 15.0, 1.0).astype(scale_dtype)
         s = scales.astype(jnp.float32)
         z = jnp.clip(jnp.round(-lo / s) - 8, -8, 7)
-        codes = jnp.clip(jnp.round(groups / s[:, None, :]) + z[:, None, :], -8, 7)
+        codes = jnp.clip(jnp.round(groups / s[..., None, :]) + z[..., None, :], -8, 7)
         zero_points = pack_int4(z.astype(jnp.int8))
-    packed = pack_int4(codes.reshape(k, n).astype(jnp.int8))
-    return Int4Weight(packed, scales, zero_points, group_size=group_size, transposed=transposed, dtype=w.dtype)
+    packed = pack_int4(codes.reshape(lead + (k, n)).astype(jnp.int8))
+    canonical = ins + outs
+    order = tuple(canonical.index(d) for d in range(stack_dims, w.ndim))
+    return Int4Weight(packed, scales, zero_points, group_size=group_size, in_shape=in_shape, out_shape=out_shape,
+                      order=order, dtype=w.dtype)
 
 
-def _is_float_matrix(path: Any, leaf: Any) -> bool:
-    return (isinstance(leaf, (jax.Array, np.ndarray)) and leaf.ndim == 2
-            and jnp.issubdtype(leaf.dtype, jnp.floating))
+def quantize_named(w: Any, in_axes: Any, stack_axes: Any = (), group_size: int = DEFAULT_GROUP_SIZE,
+                   symmetric: bool = True, scale_dtype: Any = jnp.bfloat16) -> Any:
+    """A NamedArray weight as a NamedArray holding an :class:`Int4Weight`, same axes.
+
+    ``in_axes`` are the names contracted with the input (``Linear.In``); ``stack_axes``
+    (e.g. ``"layers"``) must be the leading axes; every other axis is an output axis.
+
+    >>> import namax as nx
+    >>> w = nx.ones((nx.Axis("layers", 2), nx.Axis("mlp", 4), nx.Axis("embed", 128)))
+    >>> quantize_named(w, "embed", "layers").array.shape
+    (2, 4, 128)
+    """
+    from namax.named import NamedArray
+
+    if not isinstance(w, NamedArray):
+        raise TypeError(f"int4.quantize_named: expected a NamedArray, got {type(w).__name__}")
+    in_names = (in_axes,) if isinstance(in_axes, str) else tuple(getattr(a, "name", a) for a in in_axes)
+    stack_names = (stack_axes,) if isinstance(stack_axes, str) else tuple(getattr(a, "name", a) for a in stack_axes)
+    names = w.axis_names
+    for n in in_names + stack_names:
+        if n not in names:
+            raise ValueError(f"int4.quantize_named: the weight with axes {names} has no axis {n!r}")
+    if names[:len(stack_names)] != stack_names:
+        raise ValueError(f"int4.quantize_named: the stack axes {stack_names} must lead the weight's axes {names}")
+    q = quantize_array(w.array, group_size, symmetric, tuple(names.index(n) for n in in_names), scale_dtype,
+                       stack_dims=len(stack_names))
+    return NamedArray(q, w.axes)
+
+
+def _is_float_matrix(stack_dims: int) -> Callable[[Any, Any], bool]:
+    def select(path: Any, leaf: Any) -> bool:
+        return (isinstance(leaf, (jax.Array, np.ndarray)) and leaf.ndim == 2 + stack_dims
+                and jnp.issubdtype(leaf.dtype, jnp.floating))
+
+    return select
 
 
 def quantize(params: Any, where: Optional[Callable[[Any, Any], bool]] = None, group_size: int = DEFAULT_GROUP_SIZE,
-             symmetric: bool = True, in_axis: int = 0, scale_dtype: Any = jnp.bfloat16) -> Any:
-    """``params`` with its 2-D float arrays (or those ``where(path, leaf)`` selects) as Int4Weights.
+             symmetric: bool = True, in_axis: Union[int, Sequence[int]] = 0, scale_dtype: Any = jnp.bfloat16, *,
+             stack_dims: int = 0) -> Any:
+    """``params`` with its float matrices (or the arrays ``where(path, leaf)`` selects) as Int4Weights.
 
-    ``in_axis`` is the contraction dim the groups run along: 0 for ``x @ W`` weights
-    ``[in, out]``, 1 for ``W @ x`` weights ``[out, in]`` (``equinox.nn.Linear``).
+    ``in_axis`` is the contraction dim (or dims) the groups run along: 0 for ``x @ W``
+    weights ``[in, out]`` (flax's ``Dense`` kernels), 1 for ``W @ x`` weights ``[out, in]``
+    (``equinox.nn.Linear``). ``stack_dims`` leading dims are a stack of matrices; by
+    default the arrays with ``2 + stack_dims`` float dims are selected. NamedArray weights:
+    :func:`quantize_named`.
 
     >>> p = quantize({"w": jnp.ones((128, 4)), "b": jnp.ones(4)})
     >>> type(p["w"]).__name__, type(p["b"]).__name__
     ('Int4Weight', 'ArrayImpl')
     """
-    where = where or _is_float_matrix
+    where = where or _is_float_matrix(stack_dims)
     is_int4 = lambda x: isinstance(x, Int4Weight)  # noqa: E731
     flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_int4)
     out = []
@@ -225,7 +335,7 @@ def quantize(params: Any, where: Optional[Callable[[Any, Any], bool]] = None, gr
             out.append(leaf)
             continue
         try:
-            out.append(quantize_array(leaf, group_size, symmetric, in_axis, scale_dtype))
+            out.append(quantize_array(leaf, group_size, symmetric, in_axis, scale_dtype, stack_dims=stack_dims))
         except (ValueError, TypeError) as e:
             raise type(e)(f"{e} [at {jax.tree_util.keystr(path)}]") from None
     return jax.tree_util.tree_unflatten(treedef, out)
@@ -237,22 +347,52 @@ def dequantize(params: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: x.materialize() if is_int4(x) else x, params, is_leaf=is_int4)
 
 
-def weight_bytes(w: Int4Weight) -> int:
-    """Device bytes of ``w``'s codes, scales and zero points."""
-    leaves = [w.packed, w.scales] + ([w.zero_points] if w.zero_points is not None else [])
-    return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in leaves))
+def weight_bytes(tree: Any) -> int:
+    """Device bytes of the arrays in ``tree``: an Int4Weight's codes, scales and zero points, or any pytree's leaves.
+
+    >>> weight_bytes(quantize_array(jnp.ones((128, 4))))
+    1280
+    """
+    return int(sum(np.prod(np.shape(x)) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(tree)))
 
 
-# -- transpose ---------------------------------------------------------------------------------
+# -- transpose and stack slicing ---------------------------------------------------------------
+
+def _children_map(w: Int4Weight, fn: Callable[[Any], Any]) -> Int4Weight:
+    zp = None if w.zero_points is None else fn(w.zero_points)
+    return Int4Weight(fn(w.packed), fn(w.scales), zp, group_size=w.group_size, in_shape=w.in_shape,
+                      out_shape=w.out_shape, order=w.order, dtype=w.dtype)
+
 
 @primitive_handler("transpose")
 def _transpose(primitive, w: Int4Weight, *, permutation):
-    if tuple(permutation) == (0, 1):
+    perm, L = tuple(permutation), w.n_stack
+    if perm == tuple(range(len(perm))):
         return w
-    return dataclasses.replace(w, transposed=not w.transposed, shape=None)
+    if perm[:L] != tuple(range(L)):
+        return NotImplemented  # moving a stack dim: materialize
+    return dataclasses.replace(w, order=tuple(w.order[p - L] for p in perm[L:]), shape=None)
+
+
+@primitive_handler("dynamic_slice")
+def _dynamic_slice(primitive, w: Int4Weight, *starts, slice_sizes):
+    """``w[i:i+1]`` along stack dims (full size elsewhere) slices every child the same way."""
+    L = w.n_stack
+    if tuple(slice_sizes[L:]) != tuple(w.shape[L:]):
+        return NotImplemented
+    return _children_map(w, lambda c: lax.dynamic_slice(c, list(starts[:L]) + [0] * (c.ndim - L),
+                                                        tuple(slice_sizes[:L]) + tuple(c.shape[L:])))
+
+
+@primitive_handler("squeeze")
+def _squeeze(primitive, w: Int4Weight, *, dimensions):
+    if any(d >= w.n_stack for d in dimensions):
+        return NotImplemented
+    return _children_map(w, lambda c: lax.squeeze(c, dimensions))
 
 
 from . import int4_dot as _int4_dot  # noqa: E402,F401  (registers the dot_general handlers)
 
 __all__: Sequence[str] = ["DEFAULT_GROUP_SIZE", "Int4Weight", "dequantize", "dequantize_rows",
-                          "pack_int4", "quantize", "quantize_array", "unpack_int4", "weight_bytes"]
+                          "pack_int4", "quantize", "quantize_array", "quantize_named", "unpack_int4",
+                          "weight_bytes"]

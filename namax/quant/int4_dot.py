@@ -1,5 +1,13 @@
 """``dot_general`` with an :class:`~namax.quant.int4.Int4Weight`: dequantise inside the program.
 
+The weight's logical dims are mapped to its storage ``[*stack, in, out]``: the input's
+dims that meet the weight's ``in`` dims (or ``out`` dims) are transposed together and
+flattened into one, so the dot is always against a (stack of) matrices; the result's
+flattened dims are unflattened and permuted to what the primitive produces. Every dim of
+a group must play the same role (all contracted, all batch or all free); a dot mixing
+roles inside ``in`` or ``out`` materializes the weight (with the usual warning). Stack
+dims may be batch (a batched dot over ``layers``), contracted or free.
+
 The activation always stays the left operand, contracting its own dims (a weight on the
 left is handled by swapping the operands and transposing the small result). Two forms:
 
@@ -74,18 +82,17 @@ def _merge_dim(y: jax.Array, axis: int) -> jax.Array:
 
 
 def _scan_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> jax.Array:
-    """``dot_general(x, dense(w stored [in, out]), dn)``, dequantising one chunk per scan step."""
+    """``dot_general(x, dense(w stored [*stack, in, out]), dn)``, dequantising one chunk per scan step."""
     (xc, wc), (xb, wb) = dn
-    k, n = w.stored_shape
+    L = w.n_stack
+    k = w.stored_shape[L]
     n_groups = k // w.group_size
     chunks = chunk_count(n_groups)
-    rows = k // chunks
     zp = w.zero_points
-    weight_xs = (w.packed.reshape(chunks, rows, n // 2), w.scales.reshape(chunks, n_groups // chunks, n),
-                 None if zp is None else zp.reshape(chunks, n_groups // chunks, n // 2))
+    weight_xs = (_split_dim(w.packed, L, chunks), _split_dim(w.scales, L, chunks),
+                 None if zp is None else _split_dim(zp, L, chunks))
     pairs = dict(zip(wc, xc)) | dict(zip(wb, xb))
-    x_axis = pairs.get(0)  # the dim of x that meets the weight's grouped dim, if any
-    contracted = 0 in wc
+    x_axis = pairs.get(L)  # the dim of x that meets the weight's grouped dim, if any
 
     def step(x_chunk: jax.Array, chunk: tuple) -> jax.Array:
         packed, scales, zeros = chunk
@@ -97,20 +104,24 @@ def _scan_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> jax.Arr
         ys = lax.map(lambda chunk: step(x, chunk), weight_xs)
     else:
         x_chunks = _split_dim(x, x_axis, chunks)
-        if contracted:
+        if L in wc:
             first = jax.eval_shape(step, x_chunks[0], jax.tree_util.tree_map(lambda a: a[0], weight_xs))
             init = jnp.zeros(first.shape, first.dtype)
             return lax.scan(lambda acc, xs: (acc + step(*xs), None), init, (x_chunks, weight_xs))[0]
         ys = lax.map(lambda xs: step(*xs), (x_chunks, weight_xs))
     # The grouped dim is batch or free: each chunk gives a slice of the output along it.
-    out_axis = wb.index(0) if 0 in wb else len(xb) + (x.ndim - len(xc) - len(xb))
+    if L in wb:
+        out_axis = wb.index(L)
+    else:
+        free_before = sum(1 for d in range(L) if d not in wc and d not in wb)
+        out_axis = len(xb) + (x.ndim - len(xc) - len(xb)) + free_before
     return _merge_dim(ys, out_axis)
 
 
 def _grouped_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> Optional[jax.Array]:
     """Direct int4 dot per group with scales after; only for ``x [..., in] . w [in, out]``-like dn."""
     (xc, wc), (xb, wb) = dn
-    if tuple(wc) != (0,) or wb:
+    if w.n_stack or tuple(wc) != (0,) or wb:
         return None
     k, n = w.stored_shape
     g, size = k // w.group_size, w.group_size
@@ -130,36 +141,94 @@ def _grouped_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> Opti
     return jnp.sum(out, axis=0).astype(out_type)
 
 
-def int4_dot(x: jax.Array, w: Int4Weight, dn: Any, weight_on_left: bool, params: dict) -> jax.Array:
-    """``dot_general`` of ``x`` with ``w`` (on the side ``weight_on_left`` says), never a dense ``w``."""
+def _stored_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> jax.Array:
+    """``dot_general(x, w in storage shape [*stack, in, out], dn)`` with the activation as [batch, free, contracted]."""
+    (xc, wc), (xb, wb) = dn
+    x_free_dims = [d for d in range(x.ndim) if d not in xc and d not in xb]
+    order = (*xb, *x_free_dims, *xc)
+    if order != tuple(range(x.ndim)):
+        x = lax.transpose(x, order)
+    dn = ((tuple(range(x.ndim - len(xc), x.ndim)), tuple(wc)), (tuple(range(len(xb))), tuple(wb)))
+    out = _grouped_dot(x, w, dn, dot_params) if form() == "grouped" else None
+    return _scan_dot(x, w, dn, dot_params) if out is None else out
+
+
+def int4_dot(x: jax.Array, w: Int4Weight, dn: Any, weight_on_left: bool, params: dict) -> Any:
+    """``dot_general`` of ``x`` with ``w`` (on the side ``weight_on_left`` says), never a dense ``w``.
+
+    Returns ``NotImplemented`` when a dot gives different roles to dims of the weight's
+    ``in`` group (or of its ``out`` group), which the caller materializes.
+    """
     (lc, rc), (lb, rb) = dn
     xc, wc, xb, wb = (rc, lc, rb, lb) if weight_on_left else (lc, rc, lb, rb)
     precision = params.get("precision")
     if weight_on_left and isinstance(precision, tuple):
         precision = precision[::-1]
     dot_params = {"precision": precision, "preferred_element_type": params.get("preferred_element_type")}
-    # Activation as [batch, free, contracted]: its contracted dims last, as XLA's fast GEMM wants.
-    x_free_dims = [d for d in range(x.ndim) if d not in xc and d not in xb]
-    order = (*xb, *x_free_dims, *xc)
-    if order != tuple(range(x.ndim)):
-        x = lax.transpose(x, order)
-    xb = tuple(range(len(xb)))
-    xc = tuple(range(x.ndim - len(xc), x.ndim))
-    to_stored = (1, 0) if w.transposed else (0, 1)
-    wc_s, wb_s = tuple(to_stored[d] for d in wc), tuple(to_stored[d] for d in wb)
-    stored_dn = ((tuple(xc), wc_s), (tuple(xb), wb_s))
-    out = _grouped_dot(x, w, stored_dn, dot_params) if form() == "grouped" else None
-    if out is None:
-        out = _scan_dot(x, w, stored_dn, dot_params)
-    # ``out`` is [batch, x free, w free (stored order)]; the primitive wants the w free dims in
-    # logical order, after the x free dims (weight on the right) or before them (on the left).
-    n_batch = len(xb)
-    x_free = [("x", d) for d in range(x.ndim) if d not in xc and d not in xb]
-    w_free_stored = [("w", d) for d in range(2) if d not in wc_s and d not in wb_s]
-    w_free_logical = [("w", to_stored[d]) for d in range(2) if d not in wc and d not in wb]
-    labels = list(range(n_batch)) + x_free + w_free_stored
-    target = list(range(n_batch)) + (w_free_logical + x_free if weight_on_left else x_free + w_free_logical)
-    perm = tuple(labels.index(t) for t in target)
+    L, n_in = w.n_stack, len(w.in_shape)
+    sizes = w.in_shape + w.out_shape
+    # role of each storage-order dim (stack dims, then in dims, then out dims): (kind, x dim)
+    logical_of = list(range(L)) + [L + w.order.index(c) for c in range(len(sizes))]
+    role: dict[int, tuple[str, int]] = {}
+    for kind, xs, ws in (("c", xc, wc), ("b", xb, wb)):
+        for i, d in zip(xs, ws):
+            role[logical_of.index(d)] = (kind, i)
+    groups = (tuple(range(L, L + n_in)), tuple(range(L + n_in, L + len(sizes))))
+    kinds = []
+    for dims in groups:
+        found = {role.get(d, ("f", -1))[0] for d in dims}
+        if len(found) != 1:
+            return NotImplemented
+        kinds.append(found.pop())
+    # x' = x with the dims meeting each group transposed together and flattened
+    group_x = [[role[d][1] for d in dims] if kind != "f" else [] for dims, kind in zip(groups, kinds)]
+    rest = [i for i in range(x.ndim) if i not in group_x[0] and i not in group_x[1]]
+    perm = rest + group_x[0] + group_x[1]
+    xt = x if perm == list(range(x.ndim)) else lax.transpose(x, tuple(perm))
+    new_shape = [x.shape[i] for i in rest] + [math.prod(x.shape[i] for i in g) for g in group_x if g]
+    xt = xt.reshape(new_shape)
+    x_pos = {i: rest.index(i) for i in rest}
+    slot = len(rest)
+    for g in group_x:
+        if g:
+            for i in g:
+                x_pos[i] = slot
+            slot += 1
+    # x' dim -> the atoms (original dims, labelled) it holds
+    x_atoms = [[("x", i)] for i in rest] + [[("x", i) for i in g] for g in group_x if g]
+    atom_size = {("x", i): x.shape[i] for i in range(x.ndim)}
+    # stored weight dims: stack dims, then the in group (K), then the out group (N)
+    w_atoms = []
+    for d in range(L):
+        w_atoms.append([("x", role[d][1])] if d in role else [("w", d)])
+        atom_size[("w", d)] = w.shape[d]
+    for dims, kind, g in zip(groups, kinds, group_x):
+        if kind == "f":
+            w_atoms.append([("w", logical_of[c]) for c in dims])
+            atom_size.update({("w", logical_of[c]): sizes[c - L] for c in dims})
+        else:
+            w_atoms.append([("x", i) for i in g])
+    stored_c, stored_b = [], []
+    for d in range(L):
+        if d in role:
+            (stored_c if role[d][0] == "c" else stored_b).append((x_pos[role[d][1]], d))
+    for s, (kind, g) in enumerate(zip(kinds, group_x)):
+        if kind != "f":
+            (stored_c if kind == "c" else stored_b).append((x_pos[g[0]], L + s))
+    stored_b.sort()  # batch dims in x' order: the output's batch dims follow
+    stored_dn = ((tuple(p[0] for p in stored_c), tuple(p[1] for p in stored_c)),
+                 (tuple(p[0] for p in stored_b), tuple(p[1] for p in stored_b)))
+    out = _stored_dot(xt, w, stored_dn, dot_params)
+    xc2, xb2 = set(stored_dn[0][0]), [p[0] for p in stored_b]
+    w_used = {p[1] for p in stored_c + stored_b}
+    out_atoms = ([a for i in xb2 for a in x_atoms[i]]
+                 + [a for i in range(len(x_atoms)) if i not in xc2 and i not in xb2 for a in x_atoms[i]]
+                 + [a for d in range(L + 2) if d not in w_used for a in w_atoms[d]])
+    out = out.reshape([atom_size[a] for a in out_atoms])
+    x_free = [("x", i) for i in range(x.ndim) if i not in xc and i not in xb]
+    w_free = [("w", d) for d in range(w.ndim) if d not in wc and d not in wb]
+    target = [("x", i) for i in xb] + (w_free + x_free if weight_on_left else x_free + w_free)
+    perm = tuple(out_atoms.index(a) for a in target)
     return out if perm == tuple(range(len(perm))) else lax.transpose(out, perm)
 
 
