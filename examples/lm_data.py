@@ -35,15 +35,18 @@ def load_corpus(path: pathlib.Path | str = CORPUS, held_out_fraction: float = 0.
     return data[:split], data[split:]
 
 
-def batch_at(data: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def batch_at(data: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int = 0,
+             rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """``(inputs, targets)`` int32 ``[batch_size, seq_len]`` windows, a function of ``(seed, step)`` only.
 
-    ``targets`` is ``inputs`` shifted by one byte.
+    ``targets`` is ``inputs`` shifted by one byte. ``rows`` builds only those rows of the
+    batch (the same windows the whole batch has there): in a multi-process run each
+    process reads just its own shard of the global batch.
     """
     if len(data) <= seq_len + 1:
         raise ValueError(f"batch_at: {len(data)} tokens are too few for windows of seq_len={seq_len}")
     rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(data) - seq_len - 1, size=batch_size)
+    starts = rng.integers(0, len(data) - seq_len - 1, size=batch_size)[rows]
     windows = np.stack([data[s:s + seq_len + 1] for s in starts]).astype(np.int32)
     return windows[:, :-1], windows[:, 1:]
 

@@ -7,10 +7,13 @@
     python examples/train_lm.py --lora               # LoRA fine-tune of the newest checkpoint
     python examples/train_lm.py --int4 --sample "ROMEO:"   # int4-quantised weights
 
-Two processes on one machine (same losses as one; each process drives its --devices):
+Two processes through ``jax.distributed`` (gloo CPU collectives over loopback), 4 devices
+each, train like one process with ``--devices 8``: process 0 logs and writes checkpoints,
+each process loads only its rows of every batch. (Same losses up to float rounding: gloo
+sums the gradients across processes in another order than one process's all-reduce.)
 
-    python examples/train_lm.py --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 0 &
-    python examples/train_lm.py --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 1
+    python examples/train_lm.py --devices 4 --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 0 &
+    python examples/train_lm.py --devices 4 --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 1
 
 The training step runs under ``namedjit`` with an axis mapping (``{"batch": "data"}`` by
 default): the names of the parameters and activations decide every sharding. Batches and
@@ -25,7 +28,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 
 @dataclasses.dataclass
@@ -43,6 +46,7 @@ class TrainOptions:
     weight_decay: float = 0.1
     seed: int = 0
     eval_every: int = 100
+    log_every: int = 0
     eval_batches: int = 4
     checkpoint_dir: str = "checkpoints/gpt"
     checkpoint_every: int = 100
@@ -81,6 +85,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights and the data order")
     g = p.add_argument_group("evaluation and checkpoints")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out loss every N steps")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="print the training loss (full precision) "
+                   "every N steps (0: never)")
     g.add_argument("--eval-batches", type=int, default=d.eval_batches, help="held-out batches per evaluation")
     g.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where step_N.safetensors files go")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="save every N steps (0: never)")
@@ -191,12 +197,28 @@ def make_optimizer(opts: TrainOptions, steps: int) -> optax.GradientTransformati
                        optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=opts.weight_decay, mask=decay_mask))
 
 
-def global_batch(array: np.ndarray, mesh, mapping) -> nx.NamedArray:
-    """A ``[batch, position]`` NamedArray placed by ``mapping``; each process fills only its own shards."""
+def global_batch(make_rows: Callable[[slice], tuple[np.ndarray, np.ndarray]], shape: tuple[int, int], mesh,
+                 mapping) -> tuple[nx.NamedArray, nx.NamedArray]:
+    """``(inputs, targets)``, ``[batch, position]`` NamedArrays placed by ``mapping``.
+
+    ``make_rows(rows)`` returns the ``(inputs, targets)`` rows of a slice of the global
+    batch; it is called only for the rows this process's devices hold (once per distinct
+    slice), so in a multi-process run each process loads just its shard.
+    """
     names = ("batch", "position")
-    sharding = NamedSharding(mesh, pspec_for(names, array.shape, mapping, mesh, what="batch"))
-    placed = jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-    return nx.NamedArray(placed, (nx.Axis("batch", array.shape[0]), nx.Axis("position", array.shape[1])))
+    sharding = NamedSharding(mesh, pspec_for(names, shape, mapping, mesh, what="batch"))
+    loaded: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def part(which: int, index: tuple[slice, ...]) -> np.ndarray:
+        rows = index[0]
+        key = rows.indices(shape[0])
+        if key not in loaded:
+            loaded[key] = make_rows(rows)
+        return loaded[key][which][(slice(None), *index[1:])]
+
+    axes = (nx.Axis("batch", shape[0]), nx.Axis("position", shape[1]))
+    return tuple(nx.NamedArray(jax.make_array_from_callback(shape, sharding, lambda index, w=w: part(w, index)), axes)
+                 for w in (0, 1))
 
 
 # --- the step ----------------------------------------------------------------------------------
@@ -228,15 +250,21 @@ class TrainResult:
 
 
 def evaluate(eval_step, params, batches, mesh, compute_map) -> float:
-    """Mean held-out loss over ``batches``."""
+    """Mean held-out loss over ``batches`` (``(inputs, targets)`` NumPy pairs)."""
     total = 0.0
     for x, y in batches:
-        total += float(eval_step(params, global_batch(x, mesh, compute_map), global_batch(y, mesh, compute_map)))
+        inputs, targets = global_batch(lambda rows, x=x, y=y: (x[rows], y[rows]), x.shape, mesh, compute_map)
+        total += float(eval_step(params, inputs, targets))
     return total / len(batches)
 
 
 def train(opts: TrainOptions, log=print) -> TrainResult:
-    """Train (or resume) per ``opts``; return the losses and the final parameters."""
+    """Train (or resume) per ``opts``; return the losses and the final parameters.
+
+    Every process of a multi-process run calls this; only process 0 logs.
+    """
+    if jax.process_index() != 0:
+        log = _silent
     config = model_config(opts)
     mesh = make_mesh(opts)
     compute_map, param_map = axis_mappings(opts)
@@ -266,20 +294,25 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
     losses: dict[int, float] = {}
     eval_losses: dict[int, float] = {}
     tokens, elapsed = 0, 0.0
+    shape = (opts.batch_size, opts.seq_len)
     for step in range(start, opts.steps):
-        x, y = batch_at(train_data, step, opts.batch_size, opts.seq_len, seed=opts.seed)
         t0 = time.perf_counter()
-        params, opt_state, loss = train_step(params, opt_state, global_batch(x, mesh, compute_map),
-                                             global_batch(y, mesh, compute_map))
+        inputs, targets = global_batch(
+            lambda rows, step=step: batch_at(train_data, step, *shape, seed=opts.seed, rows=rows), shape, mesh,
+            compute_map)
+        params, opt_state, loss = train_step(params, opt_state, inputs, targets)
         losses[step] = float(loss)
         if step > start:  # the first step of a run includes compilation
             elapsed += time.perf_counter() - t0
-            tokens += x.size
+            tokens += inputs.array.size
         rate = tokens / elapsed if elapsed else 0.0
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[step]:.3f}", tok_s=f"{rate:,.0f}")
         done = step + 1
+        if opts.log_every and done % opts.log_every == 0:
+            msg = f"step {done}: loss {losses[step]!r}"
+            bar.write(msg) if bar is not None else log(msg)
         if opts.eval_every and (done % opts.eval_every == 0 or done == opts.steps):
             eval_losses[done] = evaluate(eval_step, params, evals, mesh, compute_map)
             msg = f"step {done}: train loss {losses[step]:.4f}, held-out loss {eval_losses[done]:.4f} nats/byte"
@@ -292,6 +325,10 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
     if bar is not None:
         bar.close()
     return TrainResult(losses, eval_losses, params, static, tokens / elapsed if elapsed else 0.0)
+
+
+def _silent(*_: Any) -> None:
+    """The ``log`` of processes other than 0."""
 
 
 def load_model(opts: TrainOptions) -> tuple[GPT, dict]:
@@ -332,7 +369,7 @@ def main(opts: TrainOptions) -> None:
                        key=jax.random.key(opts.seed)))
     else:
         result = train(opts)
-        if result.losses:
+        if result.losses and jax.process_index() == 0:
             first, last = result.losses[min(result.losses)], result.losses[max(result.losses)]
             print(f"loss {first:.3f} -> {last:.3f} nats/byte, {result.tokens_per_second:,.0f} tokens/s")
 
