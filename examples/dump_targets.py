@@ -71,6 +71,16 @@ def make_lora() -> tuple[Callable, tuple]:
     return nx.namedjit(lora_mlp, in_axes=names), (params, _normal(0, (8, 16)))
 
 
+def make_int4() -> tuple[Callable, tuple]:
+    """``lora_mlp``'s shape with int4 weights (group 16 along the contraction dim), named by in_axes."""
+    from namax.quant import int4
+
+    params = {"w1": int4.quantize_array(_normal(1, (16, 32)) * 0.2, group_size=16),
+              "w2": int4.quantize_array(_normal(2, (32, 16)) * 0.2, group_size=16)}
+    names = ({"w1": ("embed", "mlp"), "w2": ("mlp", "embed")}, ("batch", "embed"))
+    return nx.namedjit(lora_mlp, in_axes=names), (params, _normal(0, (8, 16)))
+
+
 def make_zeros_bias() -> tuple[Callable, tuple]:
     """A dense weight plus a ``Zeros`` bias: the add is rewritten away, ``exp`` materializes it."""
     from namax import quant

@@ -121,4 +121,4 @@ def test_plain_code_with_lora_named_by_in_axes():
     assert out.axis_names == ("batch", "mlp")
     np.testing.assert_allclose(out.array, jnp.tanh(x @ w), rtol=1e-5, atol=1e-6)
     _, report = f.lower_with_report(x, p)
-    assert report.arguments_named == 2  # x and the LoRA base weight w (not its factors)
+    assert report.arguments_named == 4  # x, the LoRA base weight w, and a, b (their rank dim unnamed)

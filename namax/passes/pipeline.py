@@ -114,15 +114,11 @@ def is_unit(x: Any) -> bool:
 
 
 def expand(value: Any, names: Names) -> list[Names]:
-    """Names for each array leaf of one value: an implicit array's parts keep the names only
-    where their shape is the logical one (a LoRA ``w``, not its ``a``/``b`` factors)."""
-    from ..quant.implicit import is_implicit
+    """Names for each array leaf of one value (an implicit array says how its parts relate to
+    the dense axes: :meth:`namax.quant.ImplicitArray.child_names`)."""
+    from ..quant.implicit import leaf_names_of
 
-    if not is_implicit(value):
-        return [names] * max(1, len(jax.tree_util.tree_leaves(value)))
-    shape = tuple(value.shape)
-    return [names if names is not None and tuple(getattr(c, "shape", ())) == shape else None
-            for c in jax.tree_util.tree_leaves(value)]
+    return leaf_names_of(value, names)
 
 
 def _plain_names(names) -> Names:

@@ -129,6 +129,20 @@ class ImplicitArray:
         """The abstract value (shape and dtype) of the dense array."""
         return jax.core.ShapedArray(self.shape, self.dtype)
 
+    def child_names(self, names: Optional[tuple]) -> list[Optional[tuple]]:
+        """Axis names for each array leaf, given the names of the dense array.
+
+        Used by the names and sharding passes (a LoRA weight named ``(embed, mlp)`` has an
+        ``a`` named ``(embed, None)``). The default names the children whose shape is the
+        dense shape and leaves the others unnamed; nested implicit children recurse.
+        Subclasses override it to say how their parts relate to the dense axes.
+        """
+        out: list[Optional[tuple]] = []
+        for child in _children(self):
+            same = names is not None and tuple(getattr(child, "shape", ())) == tuple(self.shape)
+            out.extend(leaf_names_of(child, names if same else None))
+        return out
+
     @property
     def ndim(self) -> int:
         return len(self.shape)
@@ -246,6 +260,13 @@ def _reinfer(obj: ImplicitArray, aux: tuple, children: tuple) -> tuple:
     if key is not None:
         _SHAPE_CACHE[key] = out
     return out
+
+
+def leaf_names_of(value: Any, names: Optional[tuple]) -> list[Optional[tuple]]:
+    """Axis names for each array leaf of ``value`` (an array, an implicit array, or a pytree)."""
+    if is_implicit(value):
+        return value.child_names(names)
+    return [names] * len(jax.tree_util.tree_leaves(value))
 
 
 def materialize_value(x: Any) -> Any:

@@ -63,6 +63,16 @@ class LoraWeight(ImplicitArray):
         delta = jnp.matmul(a, jnp.swapaxes(b, -1, -2)) * self.scale
         return (materialize_value(self.w) + delta).astype(self.dtype)
 
+    def child_names(self, names):
+        """``w`` has the dense names; ``a`` keeps the input axis, ``b`` the output axis, rank unnamed."""
+        from .implicit import leaf_names_of
+
+        if names is None:
+            return leaf_names_of(self.w, None) + [None, None]
+        names = tuple(names)
+        stack, n_in, n_out = names[:-2], names[-2], names[-1]
+        return leaf_names_of(self.w, names) + [stack + (n_in, None), stack + (n_out, None)]
+
 
 def _validate(w: Any, a: Any, b: Any, alpha: Any) -> None:
     for name, v in (("w", w), ("a", a), ("b", b)):

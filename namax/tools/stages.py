@@ -24,6 +24,7 @@ import numpy as np
 from ..jit import NamedJit, namedjit
 from ..named import NamedArray
 from ..partitioning import pspec_for
+from ..passes import pipeline
 from ..passes.names import NamesResult, infer
 
 
@@ -144,12 +145,8 @@ def _names_for(spec: Any, arg: Any, where: str) -> list[Optional[tuple]]:
 
 
 def _child_names(value: Any, names: Optional[tuple]) -> list[Optional[tuple]]:
-    """Names for each array leaf of ``value``: an implicit array's children of its own shape inherit its names."""
-    leaves = jax.tree_util.tree_leaves(value)
-    if not _is_implicit(value):
-        return [names] * len(leaves)
-    shape = tuple(value.shape)
-    return [names if tuple(np.shape(c)) == shape else None for c in leaves]
+    """Names for each array leaf of ``value`` (the same expansion namedjit uses)."""
+    return pipeline.expand(value, names)
 
 
 # --- the program and its intermediates ---------------------------------------------------
