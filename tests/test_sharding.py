@@ -193,3 +193,20 @@ def test_plain_code_names_without_mesh():
     assert report.arguments_named == 2 and report.results_named == 1
     with pytest.raises(ValueError, match="in_axes has 2 entries for 1 positional"):
         f(jnp.ones((4, 3)))
+
+
+def test_explicit_shardings_in_user_code_are_respected():
+    mesh = jax.make_mesh((4, 2), ("data", "model"))  # Explicit
+
+    def f(x, w):
+        y = jnp.einsum("be,em->bm", x.array, w.array, out_sharding=P("data", "model"))
+        return nx.named(y, (Batch, Mlp))
+
+    x = rnd(0, (Batch, Embed))
+    w = rnd(1, (Embed, Mlp))
+    with jax.set_mesh(mesh):
+        xs = nx.NamedArray(jax.device_put(x.array, NamedSharding(mesh, P("data"))), x.axes)
+        ws = nx.NamedArray(jax.device_put(w.array, NamedSharding(mesh, P(None, "model"))), w.axes)
+        out = namedjit(f, axis_resources={"batch": "data", "mlp": "model"})(xs, ws)
+    np.testing.assert_allclose(out.array, np.asarray(x.array) @ np.asarray(w.array), rtol=1e-5, atol=1e-5)
+    assert out.array.sharding.spec == P("data", "model")

@@ -63,8 +63,15 @@ def run(fn: Callable, leaves: list, treedef: Any, names: Sequence[Names], in_map
     if explicit:
         # Trace in Auto mode (the eqns remember the context mesh they were traced in).
         specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in dyn_vals]
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*specs)
+        try:
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*specs)
+        except ValueError as e:
+            if "of type Auto" not in str(e):
+                raise
+            # The code itself names Explicit shardings (e.g. an einsum's out_sharding):
+            # respect them and place only the inputs and outputs by name.
+            return _explicit_native(flat_fn, dyn_vals, dyn_names, dyn_maps, config)
     else:
         closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*dyn_vals)
     out_tree = jax.tree_util.tree_structure(out_shape)
@@ -93,6 +100,27 @@ def run(fn: Callable, leaves: list, treedef: Any, names: Sequence[Names], in_map
         # plain outputs whose every dimension got a name come back as NamedArrays
         outs = [_wrap_named(x, n) for x, n in zip(outs, out_names)]
     return jax.tree_util.tree_unflatten(out_tree, outs)
+
+
+def _explicit_native(flat_fn: Callable, vals: list, names: Sequence[Names], maps: Sequence[ResourceMapping],
+                     config: PassConfig) -> Any:
+    """Under an Explicit mesh, for code with its own Explicit shardings: ``jax.sharding.reshard``
+    the inputs and outputs to what their names map to; sharding-in-types does the rest."""
+    vals = [x if n is None else _reshard(x, n, m, config.mesh) for x, n, m in zip(vals, names, maps)]
+    out = flat_fn(*vals)
+    leaves, tree = jax.tree_util.tree_flatten(out)
+    out_names = leaf_names(out)
+    leaves = [x if n is None else _reshard(x, n, config.out_mapping, config.mesh) for x, n in zip(leaves, out_names)]
+    return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def _reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Mesh) -> Any:
+    spec = spec_or_none(names, x.shape, mapping, mesh, strict=False, what="value")
+    current = getattr(jax.typeof(x).sharding, "spec", None)
+    if current is not None and tuple(current) + (None,) * (len(x.shape) - len(current)) == \
+            tuple(spec) + (None,) * (len(x.shape) - len(spec)):
+        return x
+    return jax.sharding.reshard(x, spec)
 
 
 def leaf_names(tree: Any) -> list[Names]:
