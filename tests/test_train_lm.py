@@ -1,5 +1,6 @@
 """Training the named GPT (examples/train_lm.py): loss goes down, checkpoints round-trip,
-resume is bitwise identical, and FSDP / tensor-parallel runs give the single-device losses."""
+resume is bitwise identical, FSDP / tensor-parallel runs give the single-device losses, and
+the LoRA fine-tune (examples/lora_finetune.py) runs under namedjit without forming a b^T."""
 
 import dataclasses
 import pathlib
@@ -15,6 +16,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples")
 
 import checkpoint  # noqa: E402
 import namax as nx  # noqa: E402
+import namax.quant as qax  # noqa: E402
+from gpt import loss_fn  # noqa: E402
 from train_lm import TrainOptions, parse_args, train  # noqa: E402
 
 TINY = TrainOptions(steps=6, batch_size=8, seq_len=16, embed=32, heads=4, layers=2, learning_rate=1e-2, warmup=2,
@@ -95,3 +98,74 @@ def test_cli_parses_flags():
     assert (opts.steps, opts.fsdp, opts.tp, opts.sample, opts.temperature) == (7, True, 2, "ROMEO:", 0.0)
     with pytest.raises(SystemExit):
         parse_args(["--tp", "0"])
+
+
+def _dot_shapes(jaxpr) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Operand shapes of every dot_general in ``jaxpr`` and the jaxprs nested in its equations."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append(tuple(tuple(v.aval.shape) for v in eqn.invars))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    out.extend(_dot_shapes(sub.jaxpr))
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    out.extend(_dot_shapes(sub))
+    return out
+
+
+def _full_deltas(jaxpr, factor) -> list:
+    """The dot_generals multiplying a LoRA factor ``a`` by ``b`` (either layout, per layer or stacked)."""
+    pairs = {(tuple(sorted(a)), tuple(sorted(b))) for a, b in
+             ((factor.a.shape, factor.b.shape), (factor.a.shape[1:], factor.b.shape[1:]))}
+    pairs |= {(b, a) for a, b in pairs}
+    return [s for s in _dot_shapes(jaxpr) if (tuple(sorted(s[0])), tuple(sorted(s[1]))) in pairs]
+
+
+def _merged_loss(static, lora_params, inputs, targets):
+    """The loss with every LoRA weight materialized (``w + a b^T``): what the handlers avoid."""
+    return loss_fn(eqx.combine(qax.lora.merge(lora_params), static), inputs, targets)
+
+
+def test_lora_finetune_under_namedjit(reference, tmp_path):
+    from lora_finetune import _is_mlp_weight, finetune, lora_loss, make_lora_step, make_optimizer
+    from train_lm import axis_mappings, global_batch, load_model, make_mesh
+
+    opts, _ = reference
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(checkpoint.latest(opts.checkpoint_dir), base)
+    lora_opts = dataclasses.replace(opts, checkpoint_dir=str(base), devices=8, lora=True, lora_rank=3, lora_steps=4,
+                                    eval_batches=1)
+
+    # the compiled step: data parallel over 8 devices, and a b^T is never formed
+    model, _ = load_model(lora_opts)
+    params, static = eqx.partition(model, eqx.is_array)
+    lora_params = qax.lora.wrap(params, 3, jax.random.key(0), where=_is_mlp_weight)
+    mesh = make_mesh(lora_opts)
+    compute_map, param_map = axis_mappings(lora_opts)
+    optimizer = make_optimizer(1e-3, 4)
+    step = make_lora_step(static, optimizer, mesh, compute_map, param_map)
+    shape = (lora_opts.batch_size, lora_opts.seq_len)
+    ids = np.zeros(shape, np.int32)
+    inputs, targets = global_batch(lambda rows: (ids[rows], ids[rows]), shape, mesh, compute_map)
+    factor = qax.lora.factors(lora_params)[0]
+    jaxpr = step.trace(lora_params, optimizer.init(lora_params), inputs, targets).jaxpr.jaxpr
+    assert any(factor.a.shape[1:] in s or factor.b.shape[1:] in s for s in _dot_shapes(jaxpr))  # the factors are used
+    assert _full_deltas(jaxpr, factor) == []
+    merged = jax.make_jaxpr(lambda p, x, y: _merged_loss(static, p, x, y))(lora_params, inputs, targets).jaxpr
+    assert _full_deltas(merged, factor) != []  # the check does see a materialized a b^T
+    _, _, loss = step(lora_params, optimizer.init(lora_params), inputs, targets)
+    assert inputs.array.sharding.spec[0] == "data" and len(inputs.array.sharding.device_set) == 8
+    np.testing.assert_allclose(float(loss), float(jax.jit(lora_loss(static))(lora_params, inputs, targets)), rtol=1e-6)
+
+    # the whole fine-tune: held-out loss goes down, base weights stay, only the factors are saved
+    out = finetune(lora_opts)
+    assert out["after"] < out["before"] and out["frozen_same"]
+    meta = checkpoint.read_metadata(out["path"])
+    assert meta["extra"]["kind"] == "lora" and meta["extra"]["rank"] == 3
+    step_, trees, _ = checkpoint.load(out["path"], {"lora_a": [f.a for f in qax.lora.factors(lora_params)],
+                                                    "lora_b": [f.b for f in qax.lora.factors(lora_params)]})
+    assert step_ == 4 and all(float(np.abs(b).max()) > 0 for b in trees["lora_b"])  # b started at zero
+
