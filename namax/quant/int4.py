@@ -67,13 +67,21 @@ def pack_int4(codes: Any) -> jax.Array:
 def unpack_int4(packed: Any, dtype: Any = jnp.int8) -> jax.Array:
     """Inverse of :func:`pack_int4`: ``uint8 [..., n]`` -> ``dtype [..., 2n]`` values in ``[-8, 7]``.
 
+    Sign-extending shifts, not ``bitcast_convert_type(packed, int4)``: XLA's constant folder
+    (jax 0.10.2) scrambles that bitcast when ``packed`` is a compile-time constant (an
+    Int4Weight closed over by a jitted function).
+
     >>> unpack_int4(jnp.array([225], jnp.uint8)).tolist()
     [1, -2]
     """
     packed = jnp.asarray(packed)
     if packed.dtype != jnp.uint8:
         raise TypeError(f"unpack_int4 expects uint8, got {packed.dtype}")
-    nibbles = lax.bitcast_convert_type(packed, jnp.int4)  # [..., n, 2], low nibble first
+    signed = lax.bitcast_convert_type(packed, jnp.int8)
+    four = jnp.int8(4)
+    low = lax.shift_right_arithmetic(lax.shift_left(signed, four), four)
+    high = lax.shift_right_arithmetic(signed, four)
+    nibbles = jnp.stack([low, high], axis=-1)  # [..., n, 2], low nibble first
     return nibbles.reshape(*packed.shape[:-1], 2 * packed.shape[-1]).astype(dtype)
 
 
@@ -351,7 +359,7 @@ def weight_bytes(tree: Any) -> int:
     """Device bytes of the arrays in ``tree``: an Int4Weight's codes, scales and zero points, or any pytree's leaves.
 
     >>> weight_bytes(quantize_array(jnp.ones((128, 4))))
-    1280
+    264
     """
     return int(sum(np.prod(np.shape(x)) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(tree)))
 

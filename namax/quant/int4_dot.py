@@ -127,7 +127,7 @@ def _grouped_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> Opti
     g, size = k // w.group_size, w.group_size
     axis = xc[0]
     xg = _split_dim(x, axis, g)  # [g, ..., size at axis + 1, ...]
-    codes = lax.bitcast_convert_type(w.packed, jnp.int4).reshape(g, size, n)
+    codes = unpack_int4(w.packed, jnp.int4).reshape(g, size, n)
     acc_type = jnp.float32 if jnp.dtype(x.dtype).itemsize <= 4 else x.dtype
     per_group = lax.dot_general(xg, codes, (((axis + 1,), (1,)), ((0,), (0,))),
                                 precision=dot_params.get("precision"), preferred_element_type=acc_type)
