@@ -49,7 +49,7 @@ def _dot_case(draw):
     return sizes, rank, roles, x_dims, on_left, draw(st.integers(0, 2 ** 16))
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(_dot_case())
 def test_dot_general_matches_materialized(case):
     sizes, rank, roles, x_dims, on_left, seed = case
@@ -111,13 +111,11 @@ def test_gradients_wrt_factors_match_reference():
     def ref(wd, a, b):
         return jnp.sum(jnp.tanh(x @ (wd + 1.5 * a @ b.T)) ** 2)
 
-    g = jax.grad(loss)(w, x)
-    ga, gb, gw = jax.grad(ref, argnums=(1, 2, 0))(w.w, w.a, w.b)
+    g = jax.jit(jax.grad(loss))(w, x)
+    ga, gb, gw = jax.jit(jax.grad(ref, argnums=(1, 2, 0)))(w.w, w.a, w.b)
     assert isinstance(g, LoraWeight)
     for got, want in [(g.a, ga), (g.b, gb), (g.w, gw)]:
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    gj = jax.jit(jax.grad(loss))(w, x)
-    np.testing.assert_allclose(gj.a, ga, rtol=1e-4, atol=1e-5)
 
 
 def test_transformations_jit_vmap_scan_cond_remat():
@@ -149,11 +147,11 @@ def test_scan_over_stacked_layers_stays_factored():
         return lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, ws)[0]
 
     f = qax.use_implicit_args(model)
-    np.testing.assert_allclose(_no_warnings(f, w, x), model(_reference(w), x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_no_warnings(jax.jit(f), w, x), jax.jit(model)(_reference(w), x), rtol=1e-5, atol=1e-5)
     body = jax.make_jaxpr(f)(w, x).jaxpr.eqns[0].params["jaxpr"].jaxpr
     assert [tuple(v.aval.shape) for v in body.invars] == [(2, 6), (6, 6), (6, 2), (6, 2)]
-    g = jax.grad(lambda w: jnp.sum(f(w, x)))(w)
-    ref = jax.grad(lambda b: jnp.sum(model(w.w + 0.5 * jnp.einsum("lir,lor->lio", w.a, b), x)))(w.b)
+    g = jax.jit(jax.grad(lambda w: jnp.sum(f(w, x))))(w)
+    ref = jax.jit(jax.grad(lambda b: jnp.sum(model(w.w + 0.5 * jnp.einsum("lir,lor->lio", w.a, b), x))))(w.b)
     np.testing.assert_allclose(g.b, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -175,10 +173,11 @@ def test_equinox_mlp_unchanged_without_warnings():
     lora_mlp = qax.lora.wrap(mlp, rank=2, key=key)
     assert len(qax.lora.factors(lora_mlp)) == 3
     x = jax.random.normal(key, (4, 5))
-    out = _no_warnings(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x)), lora_mlp, x)
-    np.testing.assert_allclose(out, jax.vmap(mlp)(x), rtol=1e-6, atol=1e-6)
+    out = _no_warnings(eqx.filter_jit(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x))), lora_mlp, x)
+    plain = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
+    np.testing.assert_allclose(out, plain(mlp, x), rtol=1e-6, atol=1e-6)
     merged = qax.lora.merge(lora_mlp)
-    np.testing.assert_allclose(jax.vmap(merged)(x), out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(plain(merged, x), out, rtol=1e-6, atol=1e-6)
 
 
 def test_lora_finetune_lowers_loss_and_freezes_w():
