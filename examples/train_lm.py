@@ -346,6 +346,79 @@ def load_model(opts: TrainOptions) -> tuple[GPT, dict]:
     return eqx.combine(jax.tree_util.tree_map(jnp.asarray, trees["params"]), static), meta
 
 
+def run_int4(opts: TrainOptions, log=print) -> dict[str, float]:
+    """``--int4``: the newest checkpoint with every ``nn.Linear`` weight in int4; held-out loss, bytes, a sample.
+
+    Quantised: the attention (qkv, out) and MLP weights of every block, each grouped along
+    its Linear's ``In`` axes, with the ``layers`` axis as a stack dim, so the blocks still
+    run under ``lax.scan`` one layer's codes at a time. Asymmetric (one zero point per
+    group) at the largest group size of 128, 64 or 32 that divides every ``In`` size. Kept
+    dense: the token and position embeddings (the token table is also the tied unembedding,
+    and its rows are looked up, not multiplied), the LayerNorms and the biases (small, and
+    quantising them saves almost nothing). The model runs through ``use_implicit_args``;
+    sampling drives ``sample.fill`` that way too.
+    """
+    import math
+
+    import namax.nn as nn
+    import namax.quant as qax
+    import sample
+
+    model, meta = load_model(opts)
+    config = model.config
+    linears = [n for n in jax.tree_util.tree_leaves(model, is_leaf=lambda n: isinstance(n, nn.Linear))
+               if isinstance(n, nn.Linear)]
+    in_names = lambda lin: tuple(a.name for a in (lin.In if isinstance(lin.In, tuple) else (lin.In,)))  # noqa: E731
+    in_sizes = [math.prod(lin.weight.axis_size(n) for n in in_names(lin)) for lin in linears]
+    group = next((g for g in (128, 64, 32) if all(k % g == 0 for k in in_sizes)), None)
+    if group is None:
+        raise SystemExit(f"--int4: no group size of 128, 64 or 32 divides the Linear input sizes {in_sizes}")
+
+    def quantize_linear(node):
+        if not isinstance(node, nn.Linear):
+            return node
+        stack = ("layers",) if node.weight.has_axis("layers") else ()
+        w = qax.int4.quantize_named(node.weight, in_names(node), stack, group_size=group, symmetric=False)
+        return eqx.tree_at(lambda lin: lin.weight, node, w)
+
+    qmodel = jax.tree_util.tree_map(quantize_linear, model, is_leaf=lambda n: isinstance(n, nn.Linear))
+    is_int4 = lambda x: isinstance(x, qax.Int4Weight)  # noqa: E731
+    codes = [x for x in jax.tree_util.tree_leaves(qmodel, is_leaf=is_int4) if is_int4(x)]
+    dense_linear = sum(lin.weight.array.size * lin.weight.array.dtype.itemsize for lin in linears)
+    int4_linear = sum(qax.int4.weight_bytes(q) for q in codes)
+    dense_total = qax.int4.weight_bytes(eqx.filter(model, eqx.is_array))
+    int4_total = qax.int4.weight_bytes(eqx.filter(qmodel, eqx.is_array))
+
+    Batch = nx.Axis("batch", opts.batch_size)
+    _, held_out = load_corpus()
+    evals = [(nx.named(jnp.asarray(x), (Batch, config.Pos)), nx.named(jnp.asarray(y), (Batch, config.Pos)))
+             for x, y in eval_batches(held_out, opts.batch_size, config.seq_len, opts.eval_batches)]
+    dense_loss = eqx.filter_jit(loss_fn)
+    int4_loss = eqx.filter_jit(qax.use_implicit_args(loss_fn))
+    dense = sum(float(dense_loss(model, x, y)) for x, y in evals) / len(evals)
+    quant = sum(float(int4_loss(qmodel, x, y)) for x, y in evals) / len(evals)
+    log(f"# {opts.checkpoint_dir} at step {meta['step']}: {len(codes)} stacked Linear weights in int4 "
+        f"(group {group}, asymmetric); embeddings, LayerNorms and biases dense")
+    log(f"Linear weights: {dense_linear:,} bytes f32 -> {int4_linear:,} bytes int4 "
+        f"({int4_linear / dense_linear:.3f}x, {8 * int4_linear / sum(q.size for q in codes):.2f} bits/param)")
+    log(f"whole model: {dense_total:,} -> {int4_total:,} bytes ({int4_total / dense_total:.3f}x)")
+    log(f"held-out loss: dense {dense:.4f}, int4 {quant:.4f} nats/byte ({quant - dense:+.4f})")
+    result = {"dense_loss": dense, "int4_loss": quant, "dense_linear_bytes": dense_linear,
+              "int4_linear_bytes": int4_linear, "dense_bytes": dense_total, "int4_bytes": int4_total}
+    if opts.sample is not None:
+        plain_fill = sample.fill
+        sample.fill = eqx.filter_jit(qax.use_implicit_args(plain_fill))  # generate() looks fill up at call time
+        try:
+            text = sample.generate(qmodel, opts.sample, opts.sample_tokens, temperature=opts.temperature,
+                                   key=jax.random.key(opts.seed))
+        finally:
+            sample.fill = plain_fill
+        log(f"# int4 sample, temperature {opts.temperature}")
+        log(text)
+        result["sample"] = text
+    return result
+
+
 def main(opts: TrainOptions) -> None:
     init_distributed(opts)
     if opts.lora:
@@ -353,13 +426,7 @@ def main(opts: TrainOptions) -> None:
 
         finetune(opts)
     elif opts.int4:
-        import importlib.util
-
-        if importlib.util.find_spec("namax.quant.int4") is None:
-            raise SystemExit("--int4: namax.quant.int4 is not in this version of namax yet; "
-                             "train, --sample and --lora work without it")
-        raise SystemExit("--int4: namax.quant.int4.quantize takes only 2-D weights, and every block weight of this "
-                         "GPT is stacked with a 'layers' axis (3-D or more), so there is nothing it can quantise yet")
+        run_int4(opts)
     elif opts.sample is not None:
         from sample import generate
 
