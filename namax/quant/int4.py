@@ -67,9 +67,11 @@ def pack_int4(codes: Any) -> jax.Array:
 def unpack_int4(packed: Any, dtype: Any = jnp.int8) -> jax.Array:
     """Inverse of :func:`pack_int4`: ``uint8 [..., n]`` -> ``dtype [..., 2n]`` values in ``[-8, 7]``.
 
-    Sign-extending shifts, not ``bitcast_convert_type(packed, int4)``: XLA's constant folder
-    (jax 0.10.2) scrambles that bitcast when ``packed`` is a compile-time constant (an
-    Int4Weight closed over by a jitted function).
+    ``bitcast_convert_type(packed, int4)`` behind an ``optimization_barrier``: XLA's constant
+    folder (jax 0.10.2, CPU) scrambles that bitcast when ``packed`` is a compile-time
+    constant (an Int4Weight closed over by a jitted function), and the barrier keeps it from
+    folding. Unpacking with shifts instead is also correct but made the chunked int4 matmul
+    1.9x the f32 time instead of 1.2x (W 2048², batch 16).
 
     >>> unpack_int4(jnp.array([225], jnp.uint8)).tolist()
     [1, -2]
@@ -77,11 +79,7 @@ def unpack_int4(packed: Any, dtype: Any = jnp.int8) -> jax.Array:
     packed = jnp.asarray(packed)
     if packed.dtype != jnp.uint8:
         raise TypeError(f"unpack_int4 expects uint8, got {packed.dtype}")
-    signed = lax.bitcast_convert_type(packed, jnp.int8)
-    four = jnp.int8(4)
-    low = lax.shift_right_arithmetic(lax.shift_left(signed, four), four)
-    high = lax.shift_right_arithmetic(signed, four)
-    nibbles = jnp.stack([low, high], axis=-1)  # [..., n, 2], low nibble first
+    nibbles = lax.bitcast_convert_type(lax.optimization_barrier(packed), jnp.int4)  # [..., n, 2], low first
     return nibbles.reshape(*packed.shape[:-1], 2 * packed.shape[-1]).astype(dtype)
 
 
