@@ -325,3 +325,18 @@ def test_bad_inputs():
             int4_dot.form()
         finally:
             int4_dot.DOT_FORM = "auto"
+
+
+def test_symmetric_stacked_weight_is_scanned_without_materializing():
+    w = jax.random.normal(jax.random.PRNGKey(7), (3, 32, 32)) * 0.2
+    q = quantize_array(w, group_size=16, in_axis=1, stack_dims=1)  # symmetric: zero_points is None
+    assert q.zero_points is None
+
+    def run(ws, x):
+        return jax.lax.scan(lambda c, layer: (jnp.tanh(c @ layer), None), x, ws)[0]
+
+    x = jax.random.normal(jax.random.PRNGKey(8), (4, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = qax.use_implicit_args(run)(q, x)
+    np.testing.assert_allclose(got, run(q.materialize(), x), rtol=1e-4, atol=1e-4)

@@ -233,7 +233,7 @@ def _unflatten(cls: type, aux: tuple, children: tuple, reinfer: bool = True) -> 
     object.__setattr__(obj, "shape", shape)
     object.__setattr__(obj, "dtype", dtype)
     object.__setattr__(obj, "_inferred", inferred)
-    if reinfer and any(inferred) and children and all(_has_aval(c) for c in children):
+    if reinfer and any(inferred) and children and all(c is None or _has_aval(c) for c in children):
         # Under vmap (or scan over stacked values) the children lose leading axes:
         # recompute the logical shape from them instead of trusting the stored one.
         new_shape, new_dtype = _reinfer(obj, aux, children)
@@ -245,7 +245,8 @@ def _unflatten(cls: type, aux: tuple, children: tuple, reinfer: bool = True) -> 
 
 
 def _reinfer(obj: ImplicitArray, aux: tuple, children: tuple) -> tuple:
-    key = (type(obj), aux, tuple((type(c), tuple(c.shape), jnp.dtype(c.dtype)) for c in children))
+    key = (type(obj), aux, tuple(None if c is None else (type(c), tuple(c.shape), jnp.dtype(c.dtype))
+                                 for c in children))
     try:
         return _SHAPE_CACHE[key]
     except TypeError:  # unhashable aux data

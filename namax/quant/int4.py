@@ -131,6 +131,22 @@ class Int4Weight(ImplicitArray):
         dims = self.in_shape + self.out_shape
         return lead + tuple(dims[i] for i in self.order), jnp.dtype(self.dtype or jnp.float32)
 
+    def child_names(self, names):
+        """``packed`` keeps the input axis, ``scales`` the output axis, the stack axes stay on both."""
+        leaves = 2 + (self.zero_points is not None)
+        if names is None:
+            return [None] * leaves
+        names = tuple(names)
+        k = self.n_stack
+        stack, logical = names[:k], names[k:]
+        dims: list = [None] * (len(self.in_shape) + len(self.out_shape))
+        for position, dim in enumerate(self.order):
+            dims[dim] = logical[position]
+        in_name = dims[0] if len(self.in_shape) == 1 else None
+        out_name = dims[len(self.in_shape)] if len(self.out_shape) == 1 else None
+        out = [stack + (in_name, None), stack + (None, out_name)]
+        return out + [stack + (None, None)] * (leaves - 2)
+
     @property
     def n_stack(self) -> int:
         """The number of leading stack dims (``layers``, ...)."""

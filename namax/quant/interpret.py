@@ -202,7 +202,8 @@ def _sliceable(x: Any, length: int) -> bool:
         return _has_aval(x) and len(x.shape) >= 1 and x.shape[0] == length
     children, _ = _split(x)
     return (bool(children) and all(getattr(x, "_inferred", (False, False))[:1])
-            and len(x.shape) >= 1 and x.shape[0] == length and all(_sliceable(c, length) for c in children))
+            and len(x.shape) >= 1 and x.shape[0] == length
+            and all(c is None or _sliceable(c, length) for c in children))
 
 
 def _check_outputs(eqn: jcore.JaxprEqn, outs: Sequence[Any]) -> None:
