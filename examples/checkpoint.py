@@ -97,8 +97,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def load(path: str | os.PathLike, templates: Mapping[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """``(step, trees, metadata)``: each template's leaves replaced by the stored tensors.
 
-    A missing tensor, or one whose shape, dtype or axis names differ from the template's,
-    raises ``ValueError`` naming it.
+    A tensor saved under another storage layout (the same axis names in another order) is
+    transposed by name. A missing tensor, or one whose shape, dtype or axis names differ
+    from the template's, raises ``ValueError`` naming it.
     """
     meta = read_metadata(path)
     out = {}
@@ -111,13 +112,16 @@ def load(path: str | os.PathLike, templates: Mapping[str, Any]) -> tuple[int, di
                 if key not in stored:
                     raise ValueError(f"checkpoint {path}: no tensor {key!r} (it has {len(stored)} tensors)")
                 array = f.get_tensor(key)
+                stored_names = meta["axes"].get(key)
+                if names is not None and stored_names is not None and tuple(stored_names) != names:
+                    if sorted(stored_names) != sorted(names):
+                        raise ValueError(f"checkpoint {path}: tensor {key!r} has axes {stored_names}, "
+                                         f"the template wants {list(names)}")
+                    # saved under another layout: the names say which dim is which
+                    array = np.transpose(array, [list(stored_names).index(n) for n in names])
                 if array.shape != tuple(value.shape) or array.dtype != np.dtype(value.dtype):
                     raise ValueError(f"checkpoint {path}: tensor {key!r} is {array.dtype}{list(array.shape)}, "
                                      f"the template wants {np.dtype(value.dtype)}{list(value.shape)}")
-                stored_names = meta["axes"].get(key)
-                if names is not None and stored_names is not None and tuple(stored_names) != names:
-                    raise ValueError(f"checkpoint {path}: tensor {key!r} has axes {stored_names}, "
-                                     f"the template wants {list(names)}")
                 new.append(NamedArray(array, leaf.axes) if isinstance(leaf, NamedArray) else array)
             out[prefix] = jax.tree_util.tree_unflatten(treedef, new)
     return meta["step"], out, meta
