@@ -76,27 +76,33 @@ def make_params(key):
             for k, (n, ax) in zip(ks, shapes.items())}
 
 
-def median_time(fn, *args, repeats: int, inner: int) -> float:
-    jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples)
-
-
-def first_call(make_fn, *args, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        jax.clear_caches()
-        fn = make_fn()
-        t0 = time.perf_counter()
+def interleaved(calls: dict, repeats: int, inner: int) -> dict:
+    """Median seconds per call of each ``(fn, args)``, the candidates alternating run by run
+    (so drift of the host's speed hits all of them alike)."""
+    for fn, args in calls.values():
         jax.block_until_ready(fn(*args))
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    samples = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, (fn, args) in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                out = fn(*args)
+            jax.block_until_ready(out)
+            samples[k].append((time.perf_counter() - t0) / inner)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def first_calls(make_a, args_a, make_b, args_b, repeats: int) -> tuple[float, float]:
+    """Median cold-call seconds (trace + compile + run) of two programs, alternating."""
+    samples: tuple[list, list] = ([], [])
+    for _ in range(repeats):
+        for out, make, args in ((samples[0], make_a, args_a), (samples[1], make_b, args_b)):
+            jax.clear_caches()
+            fn = make()
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            out.append(time.perf_counter() - t0)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 OP = re.compile(r"^\s*(?:ROOT\s+)?%\S+\s*=\s*\S+\s+([a-z][a-z0-9-]*)\(")
@@ -123,22 +129,20 @@ def main() -> None:
     np.testing.assert_allclose(ln, lp, rtol=2e-4)
 
     rows = []
-    t_n = median_time(n_fn, params, x, repeats=r, inner=5)
-    t_p = median_time(p_fn, plain_params, x.array, repeats=r, inner=5)
-    rows.append(("step time fwd+bwd (ms)", t_n * 1e3, t_p * 1e3))
-    f_n = first_call(named_step, params, x, repeats=max(3, r // 2))
-    f_p = first_call(plain_step, plain_params, x.array, repeats=max(3, r // 2))
+    t = interleaved({"named": (n_fn, (params, x)), "plain": (p_fn, (plain_params, x.array))}, repeats=r, inner=5)
+    rows.append(("step time fwd+bwd (ms)", t["named"] * 1e3, t["plain"] * 1e3))
+    f_n, f_p = first_calls(named_step, (params, x), plain_step, (plain_params, x.array), repeats=r)
     rows.append(("first call: trace+compile+run (ms)", f_n * 1e3, f_p * 1e3))
 
     T = nx.Axis("t", 4)
     tiny = nx.ones((T,))
     tn = namedjit(lambda v: v * 2 + 1)
     tp = jax.jit(lambda v: v * 2 + 1)
-    d_n = median_time(tn, tiny, repeats=r, inner=500)
-    d_p = median_time(tp, tiny.array, repeats=r, inner=500)
-    d_same = median_time(tp, tiny, repeats=r, inner=500)
-    rows.append(("cached dispatch, tiny input (us); jax.jit on the raw array", d_n * 1e6, d_p * 1e6))
-    rows.append(("cached dispatch, tiny input (us); jax.jit on the same NamedArray", d_n * 1e6, d_same * 1e6))
+    d = interleaved({"namedjit": (tn, (tiny,)), "raw": (tp, (tiny.array,)), "same": (tp, (tiny,))},
+                    repeats=2 * r + 1, inner=1000)
+    rows.append(("cached dispatch, tiny input (us); jax.jit on the raw array", d["namedjit"] * 1e6, d["raw"] * 1e6))
+    rows.append(("cached dispatch, tiny input (us); jax.jit on the same NamedArray", d["namedjit"] * 1e6,
+                 d["same"] * 1e6))
 
     ops_n = hlo_ops(n_fn.lower(params, x).compile().as_text())
     ops_p = hlo_ops(p_fn.lower(plain_params, x.array).compile().as_text())

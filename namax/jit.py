@@ -17,7 +17,7 @@ import jax
 from jax.sharding import Mesh
 
 from .named import NamedArray
-from .partitioning import Partitioning, ResourceMapping, auto_twin, current_partitioning, resolve_mesh
+from .partitioning import _CURRENT, Partitioning, ResourceMapping, auto_twin, current_partitioning, resolve_mesh
 from .passes import implicit as implicit_pass
 from .passes import pipeline
 from .passes.stablehlo import annotated
@@ -65,6 +65,9 @@ class NamedJit:
         self._jits: dict[Any, Callable] = {}
         self._by_context: dict[Any, Callable] = {}
         self._filtered = False
+        # unconfigured (no mapping, in_axes, ...): outside an axis_mapping context a call is
+        # just the jax.jit call
+        self._fast = self._jit_for(None) if self._unconfigured else None
 
     # --- which partitioning applies -----------------------------------------------------
     def _partitioning(self) -> Optional[Partitioning]:
@@ -161,6 +164,15 @@ class NamedJit:
             self.out_axis_resources is None and self.in_axes is None
 
     def __call__(self, *args, **kwargs):
+        # the common case first, with as few Python steps as possible
+        if self._fast is not None and _CURRENT.get() is None:
+            try:
+                return self._fast(*args, **kwargs)
+            except TypeError as e:
+                if "as an abstract array" not in str(e) and "not a valid JAX type" not in str(e):
+                    raise
+                self._fast = None
+                self._filtered = True
         jitted = self._current_jit()
         if not self._filtered:
             try:
