@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import pathlib
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -51,6 +52,7 @@ class TrainOptions:
     checkpoint_dir: str = "checkpoints/gpt"
     checkpoint_every: int = 100
     resume: bool = False
+    stop_at: Optional[int] = None
     devices: Optional[int] = None
     fsdp: bool = False
     tp: int = 1
@@ -59,6 +61,7 @@ class TrainOptions:
     process_id: int = 0
     progress: bool = True
     sample: Optional[str] = None
+    sample_after: str = "ROMEO:"
     sample_tokens: int = 200
     temperature: float = 0.8
     lora: bool = False
@@ -102,6 +105,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
     g.add_argument("--process-id", type=int, default=d.process_id, help="this process's index")
     g = p.add_argument_group("sampling, LoRA and int4 (use the newest checkpoint)")
     g.add_argument("--sample", metavar="PROMPT", default=d.sample, help="generate text after PROMPT instead of training")
+    g.add_argument("--stop-at", type=int, default=d.stop_at, metavar="STEP",
+                   help="stop (and checkpoint) after STEP steps of the --steps schedule, as a preemption would; "
+                        "--resume continues it")
+    g.add_argument("--sample-after", metavar="PROMPT", default=d.sample_after,
+                   help="after training, sample from the newest checkpoint after PROMPT ('' for none)")
     g.add_argument("--sample-tokens", type=int, default=d.sample_tokens, help="bytes to generate")
     g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (0: greedy)")
     g.add_argument("--lora", action="store_true", help="LoRA fine-tune the checkpoint (only a and b train and are saved)")
@@ -274,6 +282,13 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
     optimizer = make_optimizer(opts, opts.steps)
     opt_state = optimizer.init(params)
     start = 0
+    if not opts.resume and jax.process_index() == 0:
+        # a fresh run: older step files would make a later --resume pick up the wrong run
+        stale = sorted(pathlib.Path(opts.checkpoint_dir).glob("step_*.safetensors"))
+        for old in stale:
+            old.unlink()
+        if stale:
+            log(f"fresh run: removed {len(stale)} older checkpoint(s) from {opts.checkpoint_dir}")
     if opts.resume and (path := checkpoint.latest(opts.checkpoint_dir)) is not None:
         start, trees, _ = checkpoint.load(path, {"params": params, "opt_state": opt_state})
         params, opt_state = trees["params"], trees["opt_state"]
@@ -295,7 +310,8 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
     eval_losses: dict[int, float] = {}
     tokens, elapsed = 0, 0.0
     shape = (opts.batch_size, opts.seq_len)
-    for step in range(start, opts.steps):
+    end = opts.steps if opts.stop_at is None else min(opts.steps, opts.stop_at)
+    for step in range(start, end):
         t0 = time.perf_counter()
         inputs, targets = global_batch(
             lambda rows, step=step: batch_at(train_data, step, *shape, seed=opts.seed, rows=rows), shape, mesh,
@@ -317,7 +333,7 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
             eval_losses[done] = evaluate(eval_step, params, evals, mesh, compute_map)
             msg = f"step {done}: train loss {losses[step]:.4f}, held-out loss {eval_losses[done]:.4f} nats/byte"
             bar.write(msg) if bar is not None else log(msg)
-        if opts.checkpoint_every and (done % opts.checkpoint_every == 0 or done == opts.steps):
+        if opts.checkpoint_every and (done % opts.checkpoint_every == 0 or done in (opts.steps, end)):
             path = checkpoint.save(opts.checkpoint_dir, done, {"params": params, "opt_state": opt_state},
                                    extra={"config": dataclasses.asdict(config), "kind": "full"})
             msg = f"saved {path}"
@@ -441,6 +457,13 @@ def main(opts: TrainOptions) -> None:
         if result.losses and jax.process_index() == 0:
             first, last = result.losses[min(result.losses)], result.losses[max(result.losses)]
             print(f"loss {first:.3f} -> {last:.3f} nats/byte, {result.tokens_per_second:,.0f} tokens/s")
+        if opts.sample_after and opts.num_processes == 1 and checkpoint.latest(opts.checkpoint_dir) is not None:
+            from sample import generate
+
+            model, meta = load_model(opts)
+            print(f"# sample from {opts.checkpoint_dir} at step {meta['step']}, temperature {opts.temperature}")
+            print(generate(model, opts.sample_after, opts.sample_tokens, temperature=opts.temperature,
+                           key=jax.random.key(opts.seed)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_lm.py
 STEPS = 3
 TINY = ["--steps", str(STEPS), "--batch-size", "8", "--seq-len", "16", "--embed", "32", "--heads", "4",
         "--layers", "2", "--learning-rate", "1e-2", "--warmup", "1", "--eval-every", "0",
-        "--checkpoint-every", str(STEPS), "--log-every", "1", "--no-progress", "--fsdp"]
+        "--checkpoint-every", str(STEPS), "--log-every", "1", "--no-progress", "--fsdp", "--sample-after", ""]
 TIMEOUT = 150  # seconds per process: compilation on a loaded 2-core machine is slow
 LOSS_LINE = re.compile(r"^step (\d+): loss (\S+)$", re.M)
 
