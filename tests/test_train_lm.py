@@ -80,6 +80,21 @@ def test_resume_is_bitwise_identical(reference, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_stop_at_then_resume_matches_the_uninterrupted_run(reference, tmp_path):
+    opts, result = reference
+    first = train(dataclasses.replace(opts, checkpoint_dir=str(tmp_path), stop_at=2), log=_quiet)
+    assert sorted(first.losses) == [0, 1]
+    assert (tmp_path / "step_000002.safetensors").exists()  # checkpointed where it stopped
+    resumed = train(dataclasses.replace(opts, checkpoint_dir=str(tmp_path), resume=True), log=_quiet)
+    assert sorted(resumed.losses) == list(range(2, opts.steps))
+    for step in range(opts.steps):
+        got = first.losses[step] if step < 2 else resumed.losses[step]
+        assert got == result.losses[step], step  # bitwise
+    # a fresh run clears the older step files
+    train(dataclasses.replace(opts, checkpoint_dir=str(tmp_path), stop_at=1, checkpoint_every=0), log=_quiet)
+    assert not list(tmp_path.glob("step_*.safetensors"))
+
+
 @pytest.mark.parametrize("fsdp, tp", [(True, 1), (True, 2)])
 def test_sharded_runs_match_single_device(reference, tmp_path, fsdp, tp):
     opts, result = reference
