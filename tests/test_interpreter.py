@@ -121,3 +121,9 @@ def test_shard_map_with_collectives_is_reentered():
     closed = jax.make_jaxpr(f)(x)
     rules = {"mul": lambda it, eqn, ins: [P.mul_p.bind(*ins) * 1.0]}
     np.testing.assert_allclose(EvalInterpreter(rules).run(closed, x)[0], f(x))
+
+
+def test_missing_rule_without_default_is_a_clear_error():
+    closed = jax.make_jaxpr(lambda x: jnp.sin(x))(1.0)
+    with pytest.raises(LookupError, match="Interpreter has no rule for primitive sin and no default rule"):
+        Interpreter().run(closed, 1.0)

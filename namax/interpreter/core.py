@@ -89,5 +89,6 @@ class Interpreter:
         """Dispatch one equation to its rule (or the default rule)."""
         rule = self.rule_for(eqn.primitive) or self._default
         if rule is None:
-            raise NotImplementedError(f"no rule for primitive {eqn.primitive.name}")
+            raise LookupError(f"{type(self).__name__} has no rule for primitive {eqn.primitive.name} "
+                              "and no default rule")
         return rule(self, eqn, invals)

@@ -248,11 +248,11 @@ def _reinfer(obj: ImplicitArray, aux: tuple, children: tuple) -> tuple:
     key = (type(obj), aux, tuple(None if c is None else (type(c), tuple(c.shape), jnp.dtype(c.dtype))
                                  for c in children))
     try:
-        return _SHAPE_CACHE[key]
+        cached = _SHAPE_CACHE.get(key)
     except TypeError:  # unhashable aux data
-        key = None
-    except KeyError:
-        pass
+        key, cached = None, None
+    if cached is not None:
+        return cached
     try:
         shape, dtype = obj.compute_shape_dtype()
         out = (tuple(shape), jnp.dtype(dtype))
