@@ -8,7 +8,9 @@ import jax
 
 from .axis import Axis
 from .named import NamedArray
+from .passes import pipeline
 from .passes.names import NamesResult, infer
+from .quant.implicit import is_implicit
 
 
 def infer_names(fn: Callable, *args: Any, in_axes: Optional[Sequence[Any]] = None,
@@ -27,18 +29,43 @@ def infer_names(fn: Callable, *args: Any, in_axes: Optional[Sequence[Any]] = Non
     >>> r.out_names
     [('batch', 'mlp')]
     """
-    if in_axes is None:
-        in_axes = (None,) * len(args)
-    if not isinstance(in_axes, (tuple, list)) or len(in_axes) != len(args):
-        raise ValueError(
-            f"infer_names: in_axes needs one entry per argument ({len(args)}), got {in_axes!r}"
-        )
-    names: list = []
-    for i, (spec, arg) in enumerate(zip(in_axes, args)):
-        names.extend(_leaf_names(spec, arg, f"argument {i}"))
+    names = leaf_names(args, {}, in_axes)
     flat, treedef = jax.tree_util.tree_flatten(args)
     closed = jax.make_jaxpr(lambda *leaves: fn(*jax.tree_util.tree_unflatten(treedef, leaves)))(*flat)
     return infer(closed, names, check_sizes=check_sizes)
+
+
+Names = Optional[tuple]
+
+
+def value_names(args: Sequence[Any], kwargs: dict, in_axes: Optional[Sequence[Any]] = None) -> list[Names]:
+    """One entry per value of ``(args, kwargs)`` -- a NamedArray, an implicit array or an
+    array, in flattening order --: its axis names (from the NamedArray or ``in_axes``) or None.
+    """
+    if in_axes is None:
+        in_axes = (None,) * len(args)
+    if not isinstance(in_axes, (tuple, list)) or len(in_axes) != len(args):
+        count = len(in_axes) if isinstance(in_axes, (tuple, list)) else "no list of"
+        raise ValueError(f"in_axes has {count} entries for {len(args)} positional arguments "
+                         f"(it takes one entry per argument): {in_axes!r}")
+    out: list = []
+    for i, (spec, arg) in enumerate(zip(in_axes, args)):
+        logical = jax.tree_util.tree_map(
+            lambda u: jax.ShapeDtypeStruct(u.shape, u.dtype) if is_implicit(u) else u, arg, is_leaf=is_implicit)
+        out.extend(_leaf_names(spec, logical, f"argument {i}"))
+    out.extend(x.axis_names if isinstance(x, NamedArray) else None
+               for x in jax.tree_util.tree_leaves(kwargs, is_leaf=pipeline.is_unit))
+    return [None if n is None else tuple(getattr(a, "name", a) for a in n) for n in out]
+
+
+def leaf_names(args: Sequence[Any], kwargs: dict, in_axes: Optional[Sequence[Any]] = None) -> list[Names]:
+    """:func:`value_names` expanded to one entry per array leaf (``jax.tree_util.tree_flatten``
+    order): an implicit array's parts get names by its ``child_names``."""
+    values = jax.tree_util.tree_leaves((tuple(args), kwargs), is_leaf=pipeline.is_unit)
+    out: list = []
+    for value, names in zip(values, value_names(args, kwargs, in_axes)):
+        out.extend(pipeline.expand(value.array if isinstance(value, NamedArray) else value, names))
+    return out
 
 
 def _is_names(spec: Any) -> bool:
@@ -86,4 +113,4 @@ def _leaf_names(spec: Any, arg: Any, where: str) -> list:
     return out
 
 
-__all__ = ["infer_names"]
+__all__ = ["infer_names", "value_names", "leaf_names"]

@@ -16,12 +16,11 @@ import equinox as eqx
 import jax
 from jax.sharding import Mesh
 
-from .named import NamedArray
 from .partitioning import _CURRENT, Partitioning, ResourceMapping, auto_twin, current_partitioning, resolve_mesh
 from .passes import implicit as implicit_pass
 from .passes import pipeline
 from .passes.stablehlo import annotated
-from .quant.implicit import is_implicit
+from .infer import leaf_names
 
 InAxisResources = Union[None, ResourceMapping, Mapping[int, ResourceMapping]]
 
@@ -106,20 +105,10 @@ class NamedJit:
         """Names per flattened leaf of (args, kwargs): NamedArray axes, else ``in_axes``."""
         if self.in_axes is None:
             return pipeline.leaf_names((args, kwargs))
-        from .infer import _leaf_names as names_from_spec
-
-        in_axes = tuple(self.in_axes)
-        if len(in_axes) != len(args):
-            raise ValueError(f"namedjit: in_axes has {len(in_axes)} entries for {len(args)} positional arguments")
-        out: list = []
-        for i, (spec, arg) in enumerate(zip(in_axes, args)):
-            units = jax.tree_util.tree_leaves(arg, is_leaf=pipeline.is_unit)
-            logical = jax.tree_util.tree_map(
-                lambda u: jax.ShapeDtypeStruct(u.shape, u.dtype) if is_implicit(u) else u, arg, is_leaf=is_implicit)
-            for unit, names in zip(units, names_from_spec(spec, logical, f"argument {i}")):
-                out.extend(pipeline.expand(unit.array if isinstance(unit, NamedArray) else unit, names))
-        out.extend(pipeline.leaf_names(kwargs))
-        return [None if n is None else tuple(getattr(a, "name", a) for a in n) for n in out]
+        try:
+            return leaf_names(args, kwargs, self.in_axes)
+        except ValueError as e:
+            raise ValueError(f"namedjit: {e}") from None
 
     def _input_mappings(self, args, kwargs, mapping) -> list[ResourceMapping]:
         """One mapping per flattened leaf of (args, kwargs), from ``in_axis_resources``."""

@@ -24,6 +24,7 @@ import numpy as np
 from ..jit import NamedJit, namedjit
 from ..named import NamedArray
 from ..partitioning import pspec_for
+from ..infer import value_names
 from ..passes import pipeline
 from ..passes.names import NamesResult, infer
 
@@ -118,32 +119,6 @@ def _is_dynamic(x: Any) -> bool:
     return _is_implicit(x) or isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
-def _is_names(spec: Any) -> bool:
-    return isinstance(spec, (tuple, list)) and all(s is None or isinstance(s, str) or hasattr(s, "size")
-                                                   for s in spec)
-
-
-def _names_for(spec: Any, arg: Any, where: str) -> list[Optional[tuple]]:
-    """One entry per value leaf of ``arg`` (NamedArrays and implicit arrays count as one)."""
-    if spec is None or not jax.tree_util.tree_leaves(spec):
-        return [x.axis_names if isinstance(x, NamedArray) else None
-                for x in jax.tree_util.tree_leaves(arg, is_leaf=_is_value_leaf)]
-    if _is_names(spec) and hasattr(arg, "shape"):
-        names = tuple(getattr(s, "name", s) for s in spec)
-        if len(names) != len(arg.shape):
-            raise ValueError(f"in_axes for {where} gives {len(names)} names {names} for shape {tuple(arg.shape)}")
-        return [names]
-    specs, structure = jax.tree_util.tree_flatten(spec, is_leaf=lambda s: s is None or _is_names(s))
-    try:
-        parts = structure.flatten_up_to(arg)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"in_axes for {where} ({spec!r}) does not match its structure: {e}") from None
-    out: list = []
-    for k, (s, part) in enumerate(zip(specs, parts)):
-        out.extend(_names_for(s, part, f"{where}, leaf {k}"))
-    return out
-
-
 def _child_names(value: Any, names: Optional[tuple]) -> list[Optional[tuple]]:
     """Names for each array leaf of ``value`` (the same expansion namedjit uses)."""
     return pipeline.expand(value, names)
@@ -199,11 +174,7 @@ class Program:
     @functools.cached_property
     def value_names(self) -> list[Optional[tuple]]:
         """Axis names per traced input (from NamedArrays or ``in_axes``)."""
-        in_axes = tuple(self.in_axes) if self.in_axes is not None else (None,) * len(self.args)
-        per_value: list = []
-        for i, (spec, arg) in enumerate(zip(in_axes, self.args)):
-            per_value.extend(_names_for(spec, arg, f"argument {i}"))
-        per_value.extend(_names_for(None, self.kwargs, "keyword arguments"))
+        per_value = value_names(self.args, self.kwargs, self.in_axes)
         value_leaves = jax.tree_util.tree_leaves((self.args, self.kwargs), is_leaf=_is_value_leaf)
         # expand NamedArrays (one array leaf each) to the is_implicit flattening used for tracing
         names: list = []
