@@ -122,3 +122,12 @@ def test_plain_code_with_lora_named_by_in_axes():
     np.testing.assert_allclose(out.array, jnp.tanh(x @ w), rtol=1e-5, atol=1e-6)
     _, report = f.lower_with_report(x, p)
     assert report.arguments_named == 4  # x, the LoRA base weight w, and a, b (their rank dim unnamed)
+
+
+def test_infer_names_through_a_lora_weight():
+    x = jnp.ones((8, 16))
+    p = lora.wrap({"w": jax.random.normal(jax.random.PRNGKey(0), (16, 32))}, rank=4, key=jax.random.PRNGKey(1))
+    r = nx.infer_names(lambda p, x: jnp.tanh(x @ p["w"]), p, x, in_axes=({"w": ("embed", "mlp")}, ("batch", "embed")))
+    # w, a, b (rank unnamed), x
+    assert r.in_names == [("embed", "mlp"), ("embed", None), ("mlp", None), ("batch", "embed")]
+    assert r.out_names == [("batch", "mlp")]
