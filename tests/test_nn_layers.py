@@ -576,3 +576,28 @@ def test_stacked_errors():
     broken = eqx.tree_at(lambda s: s.stacked.norm.weight, stack, nx.ones(E))
     with pytest.raises(ValueError, match="lacks the Layers axis 'layers'"):
         broken(rand((B, E)))
+
+
+def test_attention_never_transposes_the_scores():
+    """q·k comes out of dot_general in its natural order: only the small q and output move."""
+    import re
+
+    from namax.nn import attention
+
+    Bt, Pq, Hd, Kd = nx.make_axes(batch=3, position=8, heads=2, key=5)
+    Pk = Pq.alias("key_position")
+    q = nx.random.normal(jax.random.key(0), (Bt, Pq, Hd, Kd))
+    k = nx.random.normal(jax.random.key(1), (Bt, Pk, Hd, Kd))
+    v = nx.random.normal(jax.random.key(2), (Bt, Pk, Hd, Kd))
+    mask = attention.causal_mask(Pq, Pk)
+
+    def loss(q, k, v):
+        out = attention.dot_product_attention(Pq, Pk, Kd, q, k, v, mask=mask)
+        assert out.axis_names == ("batch", "position", "heads", "key")
+        return nx.sum(out * out).array
+
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile().as_text()
+    score_dims = sorted([3, 2, 8, 8])
+    moved = [m.group(1) for m in re.finditer(r"= f32\[([\d,]+)\]\{[^}]*\} (?:transpose|copy)\(", hlo)]
+    assert moved, "expected some transposes of q/k/v-sized values"
+    assert all(sorted(int(d) for d in dims.split(",")) != score_dims for dims in moved), moved

@@ -115,6 +115,11 @@ def dot_product_attention(
         )
     if attention_dtype is not None:
         query, key = query.astype(attention_dtype), key.astype(attention_dtype)
+    result_order = [n for n in query.axis_names if n != key_name]
+    # Put the query positions right before Key: the scores then come out of dot_general in
+    # its natural order (shared axes, query positions, key positions), so the transposes fall
+    # on the small query and output rather than on the scores and their gradient.
+    query = query.rearrange((..., q_name, key_name))
     size = query.axis_size(key_name)
     scores = dot(query, key, axis=key_name, precision=precision) * (1.0 / math.sqrt(size))
     order = scores.axis_names
@@ -130,7 +135,9 @@ def dot_product_attention(
             raise ValueError(f"dot_product_attention: mask/bias add axes {extra} that the scores {order} lack")
         scores = scores.rearrange(order)
     weights = softmax(scores, kpos).astype(value.dtype)
-    return dot(weights, value, axis=kpos, precision=precision)
+    out = dot(weights, value, axis=kpos, precision=precision)
+    value_axes = [n for n in out.axis_names if n not in result_order]
+    return out.rearrange(tuple(result_order + value_axes))
 
 
 class MultiHeadAttention(eqx.Module):
