@@ -14,6 +14,7 @@ from jax import lax
 
 import namax as nx
 import namax.quant as qax
+from quant_cases import dot_with_roles, no_warnings
 from namax.quant import Int4Weight, LoraWeight
 from namax.quant import int4_dot
 from namax.quant.int4 import pack_int4, quantize, quantize_array, quantize_named, unpack_int4, weight_bytes
@@ -21,14 +22,6 @@ from namax.quant.int4 import pack_int4, quantize, quantize_array, quantize_named
 # quantize once per shape as one compiled program (eagerly it is ~30 small compiles per shape)
 _quantize = jax.jit(quantize_array, static_argnums=(1, 2, 3, 4), static_argnames=("stack_dims",))
 _materialize = jax.jit(lambda q: q.materialize())
-
-
-def _no_warnings(fn, *args):
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        out = fn(*args)
-    assert [str(r.message) for r in rec] == []
-    return out
 
 
 @settings(max_examples=4)
@@ -83,7 +76,7 @@ def test_matmul_matches_materialized_and_dense(form, symmetric, monkeypatch):
     w = jax.random.normal(jax.random.key(1), (512, 64))
     x = jax.random.normal(jax.random.key(2), (8, 512))
     q = _quantize(w, 128, symmetric)
-    got = _no_warnings(jax.jit(qax.use_implicit_args(lambda x, w: x @ w)), x, q)
+    got = no_warnings(jax.jit(qax.use_implicit_args(lambda x, w: x @ w)), x, q)
     np.testing.assert_allclose(got, x @ _materialize(q), rtol=1e-4, atol=1e-3)
     dense = x @ w
     assert np.linalg.norm(got - dense) / np.linalg.norm(dense) < 0.15
@@ -126,16 +119,8 @@ def test_dot_general_any_dims_matches_materialized(case):
     q = _quantize(w, 16, bool(seed % 2), in_axis, stack_dims=n_stack)
     assert q.shape == w.shape
     x = jax.random.normal(jax.random.fold_in(key, 1), tuple(s for _, s in x_dims))
-    pos = {k: i for i, (k, _) in enumerate(x_dims) if k is not None}
-    xc = tuple(pos[k] for k, r in enumerate(roles) if r == "contract")
-    wc = tuple(k for k, r in enumerate(roles) if r == "contract")
-    xb = tuple(pos[k] for k, r in enumerate(roles) if r == "batch")
-    wb = tuple(k for k, r in enumerate(roles) if r == "batch")
-    if on_left:
-        fn = lambda w, x: lax.dot_general(w, x, ((wc, xc), (wb, xb)))  # noqa: E731
-    else:
-        fn = lambda w, x: lax.dot_general(x, w, ((xc, wc), (xb, wb)))  # noqa: E731
-    got = _no_warnings(jax.jit(qax.use_implicit_args(fn)), q, x)
+    fn = dot_with_roles(roles, x_dims, on_left)
+    got = no_warnings(jax.jit(qax.use_implicit_args(fn)), q, x)
     want = jax.jit(lambda q, x: fn(q.materialize(), x))(q, x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
@@ -168,7 +153,7 @@ def test_scan_and_index_over_stacked_layers():
 
     for fn in (scanned, indexed):
         f = jax.jit(qax.use_implicit_args(fn))
-        np.testing.assert_allclose(_no_warnings(f, q, x), jax.jit(fn)(dense, x), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(no_warnings(f, q, x), jax.jit(fn)(dense, x), rtol=1e-4, atol=1e-5)
     # each scan step sees one layer's codes: the body's inputs are [out, in/2]-sized, never a dense layer
     body = [e for e in jax.make_jaxpr(qax.use_implicit_args(scanned))(q, x).jaxpr.eqns
             if e.primitive.name == "scan"][0].params["jaxpr"].jaxpr
@@ -238,7 +223,7 @@ def test_qlora_forward_grads_and_training():
     y = jnp.sin(x[:, :n_out])
     fwd = jax.jit(qax.use_implicit_args(lambda w, x: x @ w))
     dense = _materialize(q)
-    np.testing.assert_allclose(_no_warnings(fwd, lw, x), x @ (dense + 0.5 * a @ b.T), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(no_warnings(fwd, lw, x), x @ (dense + 0.5 * a @ b.T), rtol=1e-4, atol=1e-3)
 
     def loss(a, b):
         return qax.use_implicit_args(lambda w: jnp.mean((x @ w - y) ** 2))(LoraWeight(q, a, b, alpha=2.0))
@@ -282,7 +267,7 @@ def test_equinox_mlp_int4_unchanged_model():
     assert sum(isinstance(l, Int4Weight) for l in jax.tree_util.tree_leaves(
         qmlp, is_leaf=lambda l: isinstance(l, Int4Weight))) == 3
     x = jax.random.normal(key, (4, 256))
-    got = _no_warnings(eqx.filter_jit(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x))), qmlp, x)
+    got = no_warnings(eqx.filter_jit(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x))), qmlp, x)
     want = eqx.filter_jit(lambda m, x: jax.vmap(qax.int4.dequantize(m))(x))(qmlp, x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     want = jax.vmap(mlp)(x)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 import namax.quant as qax
+from quant_cases import dot_with_roles, no_warnings
 from namax.quant import LoraWeight
 
 
@@ -25,14 +26,6 @@ def _lora(key, shape, rank, alpha=1.0):
 
 def _reference(w):
     return w.w + (w.alpha / w.rank) * jnp.einsum("...ir,...or->...io", w.a, w.b)
-
-
-def _no_warnings(fn, *args):
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        out = fn(*args)
-    assert [str(r.message) for r in rec] == []
-    return out
 
 
 @st.composite
@@ -56,16 +49,8 @@ def test_dot_general_matches_materialized(case):
     key = jax.random.key(seed)
     w = _lora(key, tuple(sizes), rank, alpha=2.0)
     x = jax.random.normal(jax.random.fold_in(key, 1), tuple(s for _, s in x_dims))
-    pos = {k: i for i, (k, _) in enumerate(x_dims) if k is not None}
-    xc = tuple(pos[k] for k, r in enumerate(roles) if r == "contract")
-    wc = tuple(k for k, r in enumerate(roles) if r == "contract")
-    xb = tuple(pos[k] for k, r in enumerate(roles) if r == "batch")
-    wb = tuple(k for k, r in enumerate(roles) if r == "batch")
-    if on_left:
-        fn = lambda w, x: lax.dot_general(w, x, ((wc, xc), (wb, xb)))  # noqa: E731
-    else:
-        fn = lambda w, x: lax.dot_general(x, w, ((xc, wc), (xb, wb)))  # noqa: E731
-    got = _no_warnings(jax.jit(qax.use_implicit_args(fn)), w, x)
+    fn = dot_with_roles(roles, x_dims, on_left)
+    got = no_warnings(jax.jit(qax.use_implicit_args(fn)), w, x)
     want = jax.jit(lambda w, x: fn(_reference(w), x))(w, x)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
 
@@ -131,7 +116,7 @@ def test_transformations_jit_vmap_scan_cond_remat():
         "while": lambda w, x: lax.while_loop(lambda c: c[1] < 2, lambda c: (jnp.tanh(c[0] @ w), c[1] + 1), (x, 0))[0],
     }
     for name, fn in cases.items():
-        got = _no_warnings(jax.jit(qax.use_implicit_args(fn)), w, x)
+        got = no_warnings(jax.jit(qax.use_implicit_args(fn)), w, x)
         np.testing.assert_allclose(got, fn(dense, x), rtol=1e-5, atol=1e-5, err_msg=name)
     g = jax.grad(lambda w: jnp.sum(qax.use_implicit_args(cases["remat"])(w, x)))(w)
     ref = jax.grad(lambda a: jnp.sum(jnp.sin(x @ (w.w + 0.5 * a @ w.b.T))))(w.a)
@@ -147,7 +132,7 @@ def test_scan_over_stacked_layers_stays_factored():
         return lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, ws)[0]
 
     f = qax.use_implicit_args(model)
-    np.testing.assert_allclose(_no_warnings(jax.jit(f), w, x), jax.jit(model)(_reference(w), x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(no_warnings(jax.jit(f), w, x), jax.jit(model)(_reference(w), x), rtol=1e-5, atol=1e-5)
     body = jax.make_jaxpr(f)(w, x).jaxpr.eqns[0].params["jaxpr"].jaxpr
     assert [tuple(v.aval.shape) for v in body.invars] == [(2, 6), (6, 6), (6, 2), (6, 2)]
     g = jax.jit(jax.grad(lambda w: jnp.sum(f(w, x))))(w)
@@ -173,7 +158,7 @@ def test_equinox_mlp_unchanged_without_warnings():
     lora_mlp = qax.lora.wrap(mlp, rank=2, key=key)
     assert len(qax.lora.factors(lora_mlp)) == 3
     x = jax.random.normal(key, (4, 5))
-    out = _no_warnings(eqx.filter_jit(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x))), lora_mlp, x)
+    out = no_warnings(eqx.filter_jit(qax.use_implicit_args(lambda m, x: jax.vmap(m)(x))), lora_mlp, x)
     plain = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
     np.testing.assert_allclose(out, plain(mlp, x), rtol=1e-6, atol=1e-6)
     merged = qax.lora.merge(lora_mlp)
