@@ -123,10 +123,7 @@ class LayerNorm(eqx.Module):
     def init(axis: AxisSpec, *, eps: float = 1e-5, use_weight: bool = True, use_bias: bool = True,
              dtype: Any = jnp.float32) -> "LayerNorm":
         """A LayerNorm over ``axis`` (an Axis or a tuple of Axes, with sizes)."""
-        axes = _param_axes(axis, "LayerNorm")
-        weight = ones(axes, dtype=dtype) if use_weight else None
-        bias = zeros(axes, dtype=dtype) if use_bias else None
-        return LayerNorm(weight, bias, axis, eps)
+        return LayerNorm(*_scale_and_shift(axis, "LayerNorm", use_weight, use_bias, dtype), axis, eps)
 
     def __call__(self, x: NamedArray) -> NamedArray:
         out = standardize(x, self.axis, eps=self.eps)
@@ -157,10 +154,7 @@ class RMSNorm(eqx.Module):
     def init(axis: AxisSpec, *, eps: float = 1e-6, use_weight: bool = True, use_bias: bool = False,
              dtype: Any = jnp.float32) -> "RMSNorm":
         """An RMSNorm over ``axis`` (an Axis or a tuple of Axes, with sizes)."""
-        axes = _param_axes(axis, "RMSNorm")
-        weight = ones(axes, dtype=dtype) if use_weight else None
-        bias = zeros(axes, dtype=dtype) if use_bias else None
-        return RMSNorm(weight, bias, axis, eps)
+        return RMSNorm(*_scale_and_shift(axis, "RMSNorm", use_weight, use_bias, dtype), axis, eps)
 
     def __call__(self, x: NamedArray) -> NamedArray:
         _check(x, self.axis, "RMSNorm")
@@ -173,12 +167,14 @@ class RMSNorm(eqx.Module):
         return out
 
 
-def _param_axes(axis: AxisSpec, what: str) -> tuple[Axis, ...]:
+def _scale_and_shift(axis: AxisSpec, what: str, use_weight: bool, use_bias: bool, dtype: Any
+                     ) -> tuple[Optional[NamedArray], Optional[NamedArray]]:
+    """A norm's weight (ones) and bias (zeros) over ``axis``, each only if asked for."""
     axes = ensure_tuple(axis)
     for a in axes:
         if not isinstance(a, Axis):
             raise TypeError(f"{what}.init: axis must be an Axis or a tuple of Axes (with sizes), got {a!r}")
-    return axes
+    return (ones(axes, dtype=dtype) if use_weight else None), (zeros(axes, dtype=dtype) if use_bias else None)
 
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "standardize", "LayerNorm", "RMSNorm"]
