@@ -305,3 +305,11 @@ def test_operators_on_implicit_arrays():
                                2 * np.arange(1.0, 4.0))):
         np.testing.assert_allclose(qax.materialize_value(got), want)
     assert isinstance(s * 3.0, Scaled)
+
+
+def test_materialize_is_required():
+    class NoDense(qax.ImplicitArray):
+        pass
+
+    with pytest.raises(TypeError, match="abstract method materialize"):
+        NoDense(shape=(2,))

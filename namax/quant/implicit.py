@@ -9,6 +9,7 @@ the handlers registered with :func:`namax.quant.primitive_handler`, or materiali
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import operator
 import typing
@@ -50,7 +51,7 @@ def _has_aval(x: Any) -> bool:
 
 
 @dataclasses.dataclass
-class ImplicitArray:
+class ImplicitArray(abc.ABC):
     """Base class for arrays represented implicitly (LoRA factors, int4 codes, zeros).
 
     Subclasses implement :meth:`materialize`. ``shape`` and ``dtype`` are keyword-only;
@@ -112,9 +113,9 @@ class ImplicitArray:
         self.dtype = jnp.dtype(self.dtype)
         object.__setattr__(self, "_inferred", inferred)
 
+    @abc.abstractmethod
     def materialize(self) -> jax.Array:
-        """The dense array this value stands for."""
-        raise NotImplementedError(f"{type(self).__name__} must implement materialize()")
+        """The dense array this value stands for (every subclass implements it)."""
 
     def compute_shape_dtype(self) -> tuple[tuple, Any]:
         """Logical (shape, dtype) from the children; default: ``jax.eval_shape(materialize)``."""
