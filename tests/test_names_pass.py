@@ -462,3 +462,19 @@ def test_shard_map_body_shares_names_with_sharded_dims():
     assert dot.eqn.outvars[0].aval.shape == (2, M)  # the local block, named like the global array
     assert r.out_names == [("batch", "mlp")]
     assert r.unknown_primitives == {}
+
+
+def test_pooling_and_its_gradient_keep_the_unpooled_names():
+    x = jnp.ones((2, 8, 8, 3))
+
+    def pooled(x):
+        return jnp.sum(jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") ** 2,
+                       axis=(1, 2))
+
+    names = ("batch", "h", "w", "c")
+    r = infer_names(pooled, x, in_axes=(names,))
+    assert r.out_names == [("batch", "c")] and not r.unknown_primitives
+    window = next(e for e in r.equations("reduce_window_max"))
+    assert window.out_names[0] == ("batch", None, None, "c")  # pooled dims are new axes
+    g = infer_names(jax.grad(lambda x: jnp.sum(pooled(x))), x, in_axes=(names,))
+    assert g.out_names == [names] and not g.unknown_primitives

@@ -194,6 +194,13 @@ def keep_full_dims(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> li
     return [out] + [out] * (len(eqn.outvars) - 1)
 
 
+def select_and_scatter_add(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """A pooling gradient: the result has the operand's axes; window-1 dims of the source too."""
+    source, operand = ins[0], ins[1]
+    it.unify_dims(source, operand)  # same-size (unpooled) dims only
+    return [operand]
+
+
 def dynamic_update_slice(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     """The result is the operand; update dims as large as the operand's are the same axes."""
     operand, update = ins[0], ins[1]
@@ -380,6 +387,8 @@ RULES: dict = {
     "slice": keep_full_dims,
     "dynamic_slice": keep_full_dims,
     "top_k": keep_full_dims,
+    **{name: keep_full_dims for name in "reduce_window_sum reduce_window_max reduce_window_min".split()},
+    "select_and_scatter_add": select_and_scatter_add,
     "dynamic_update_slice": dynamic_update_slice,
     "gather": gather,
     "dot_general": dot_general,
