@@ -146,14 +146,7 @@ class ImplicitInterpreter(EvalInterpreter):
             x = jax.tree_util.tree_unflatten(xs_tree, x_leaves)
             outs = self.eval_jaxpr(closed.jaxpr, closed.consts, [*consts, *carry, *x])
             new_carry, ys = outs[:nk], outs[nk:]
-            if materialize_carry:
-                new_carry = _materialize_all("scan", new_carry)
-            new_leaves, new_tree = _flatten(new_carry)
-            if _signature(new_tree, new_leaves) != in_sig:
-                if materialize_carry:
-                    raise TypeError("scan carry changed type inside the loop even after materializing")
-                raise _StructureChanged
-            return new_leaves, _materialize_all("scan", ys)
+            return _carry_leaves("scan", new_carry, in_sig, materialize_carry), _materialize_all("scan", ys)
 
         carry_out, ys = lax.scan(body, carry_leaves, xs_leaves, length=p["length"], reverse=p["reverse"],
                                  unroll=p["unroll"])
@@ -183,17 +176,23 @@ class ImplicitInterpreter(EvalInterpreter):
         def body_fn(leaves: list) -> list:
             carry = jax.tree_util.tree_unflatten(tree, leaves)
             new = self.eval_jaxpr(body_j.jaxpr, body_j.consts, [*bconsts, *carry])
-            if materialize_carry:
-                new = _materialize_all("while", new)
-            new_leaves, new_tree = _flatten(new)
-            if _signature(new_tree, new_leaves) != in_sig:
-                if materialize_carry:
-                    raise TypeError("while_loop carry changed type inside the loop even after materializing")
-                raise _StructureChanged
-            return new_leaves
+            return _carry_leaves("while", new, in_sig, materialize_carry)
 
         out = lax.while_loop(cond_fn, body_fn, leaves)
         return jax.tree_util.tree_unflatten(tree, out)
+
+
+def _carry_leaves(loop: str, new_carry: Sequence[Any], in_sig: tuple, materialize: bool) -> list:
+    """A loop body's new carry as leaves; raises :class:`_StructureChanged` if its implicit
+    structure differs from the incoming one (the caller then materializes and re-traces)."""
+    if materialize:
+        new_carry = _materialize_all(loop, new_carry)
+    leaves, tree = _flatten(new_carry)
+    if _signature(tree, leaves) != in_sig:
+        if materialize:
+            raise TypeError(f"{loop} carry changed type inside the loop even after materializing")
+        raise _StructureChanged
+    return leaves
 
 
 def _sliceable(x: Any, length: int) -> bool:
