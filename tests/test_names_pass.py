@@ -345,6 +345,12 @@ def test_reshape_split_names_flow_back_to_the_merged_input():
         (lambda x: lax.dynamic_update_slice(x, jnp.zeros((B, 2)), (0, 1)), ("batch", "embed")),
         (lambda x: x.astype(jnp.int32), ("batch", "embed")),
         (lambda x: jnp.split(x, 2, axis=1)[1], ("batch", None)),
+        # pieces cut from one dim and put back whole, in any order, are that dim again
+        (lambda x: jnp.concatenate(jnp.split(x, 2, axis=1)[::-1], axis=1), ("batch", "embed")),
+        (lambda x: jnp.concatenate([x[:, 3:], x[:, :1], x[:, 1:3]], axis=1), ("batch", "embed")),
+        (lambda x: jnp.concatenate([x[:, :2], x[:, :2]], axis=1), ("batch", None)),
+        (lambda x: jnp.concatenate([x[:, :2], jnp.zeros((B, E - 2))], axis=1), ("batch", None)),
+        (lambda x: jnp.concatenate([x[:, ::2], x[:, 1::2]], axis=1), ("batch", None)),
         (lambda x: lax.top_k(x, 2)[0], ("batch", None)),
         (lambda x: jax.lax.with_sharding_constraint(x, jax.sharding.SingleDeviceSharding(jax.devices()[0])), ("batch", "embed")),
     ],

@@ -160,19 +160,44 @@ def reduce(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def concatenate(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """All dims but the concatenated one unify; the concatenated dim is a new, unnamed axis."""
+    """All dims but the concatenated one unify; the concatenated dim is a new, unnamed axis,
+    unless the pieces were cut (sliced or split) from one dim and cover it whole: then it
+    is that dim (split-then-concatenate, as in rotary embeddings, keeps its name)."""
     out = it.fresh(eqn.outvars[0].aval)
     dim = eqn.params["dimension"]
     for x in ins:
         it.unify_dims(x[:dim] + x[dim + 1:], out[:dim] + out[dim + 1:])
+    source = it.solver.joined([x[dim] for x in ins])
+    if source is not None:
+        it.unify(source, out[dim])
     return [out]
 
 
 def split(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Pieces keep every dim but the split one."""
+    """Pieces keep every dim but the split one, which is recorded as a cut of the input's."""
     axis = eqn.params["axis"]
     x = ins[0]
-    return [x[:axis] + (it.fresh_dim(v.aval.shape[axis]),) + x[axis + 1:] for v in eqn.outvars]
+    outs, start = [], 0
+    for v in eqn.outvars:
+        size = v.aval.shape[axis]
+        piece = it.fresh_dim(size)
+        it.cut(piece, x[axis], start, start + size)
+        start += size
+        outs.append(x[:axis] + (piece,) + x[axis + 1:])
+    return outs
+
+
+def slice_(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
+    """``slice``: dims taken whole map through; a contiguous range of a dim is a cut of it."""
+    out = it.fresh(eqn.outvars[0].aval)
+    x = ins[0]
+    strides = eqn.params["strides"] or (1,) * len(x)
+    for i, (start, stop, stride) in enumerate(zip(eqn.params["start_indices"], eqn.params["limit_indices"], strides)):
+        if it.size(x[i]) == it.size(out[i]):
+            it.unify(x[i], out[i])
+        elif stride == 1:
+            it.cut(out[i], x[i], start, stop)
+    return [out]
 
 
 def pad(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
@@ -384,7 +409,7 @@ RULES: dict = {
     "concatenate": concatenate,
     "split": split,
     "pad": pad,
-    "slice": keep_full_dims,
+    "slice": slice_,
     "dynamic_slice": keep_full_dims,
     "top_k": keep_full_dims,
     **{name: keep_full_dims for name in "reduce_window_sum reduce_window_max reduce_window_min".split()},

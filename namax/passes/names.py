@@ -63,6 +63,7 @@ class DimSolver:
         self._size: list[int] = []
         self._label: dict[int, tuple[str, Origin]] = {}  # root -> (name, where it came from)
         self._parts: dict[int, tuple[int, ...]] = {}  # root -> nodes of a merged dim
+        self._cuts: dict[int, frozenset] = {}  # root -> {(source node, start, stop)} it is a range of
         self._name_sizes: dict[str, tuple[int, Origin]] = {}
 
     def fresh(self, size: int) -> int:
@@ -122,6 +123,8 @@ class DimSolver:
             if la is None and lb is not None:
                 self._label[a] = lb
             self._label.pop(b, None)
+            if b in self._cuts:
+                self._cuts[a] = self._cuts.get(a, frozenset()) | self._cuts.pop(b)
             pa, pb = self._parts.get(a), self._parts.pop(b, None)
             if pa is None and pb is not None:
                 self._parts[a] = pb
@@ -137,6 +140,36 @@ class DimSolver:
         elif [self._size[n] for n in old] == [self._size[n] for n in parts]:
             for x, y in zip(old, parts):
                 self.unify(x, y, where)
+
+    def cut(self, node: int, source: int, start: int, stop: int) -> None:
+        """Record that ``node`` is the range ``[start, stop)`` of dim ``source`` (a slice or split)."""
+        root = self.find(node)
+        self._cuts[root] = self._cuts.get(root, frozenset()) | {(source, start, stop)}
+
+    def joined(self, pieces: Sequence[int]) -> Optional[int]:
+        """The dim that ``pieces`` put back together whole, if any.
+
+        Each piece must be one of the recorded ranges of its class (a class can hold several:
+        the two halves unpacked from one packed byte array are one class), each range of a
+        single source dim used once, and the ranges must cover that dim exactly, in any order.
+        """
+        options = [{(self.find(c[0]), c[1], c[2]) for c in self._cuts.get(self.find(n), ())} for n in pieces]
+        if not options or not all(options) or len(pieces) > 8:
+            return None
+        for source in {c[0] for c in options[0]}:
+            ranges = [sorted((c[1], c[2]) for c in opts if c[0] == source) for opts in options]
+            if all(ranges) and self._covers(ranges, self._size[source]):
+                return source
+        return None
+
+    @staticmethod
+    def _covers(ranges: Sequence[Sequence[tuple[int, int]]], size: int) -> bool:
+        """Whether one range per piece can be picked so that the picks tile ``[0, size)``."""
+        def search(covered: int, left: frozenset) -> bool:
+            if not left:
+                return covered == size
+            return any(search(stop, left - {i}) for i in left for start, stop in ranges[i] if start == covered)
+        return search(0, frozenset(range(len(ranges))))
 
     def name(self, node: int) -> AxisName:
         """The solved name: the class's label, else its parts' names, else None."""
@@ -244,6 +277,9 @@ class NamesInterpreter(Interpreter):
     def unify_dims(self, xs: Sequence[int], ys: Sequence[int]) -> None:
         for a, b in zip(xs, ys):
             self.solver.unify(a, b, self.where())
+
+    def cut(self, node: int, source: int, start: int, stop: int) -> None:
+        self.solver.cut(node, source, start, stop)
 
     def compose(self, node: int, parts: Sequence[int]) -> None:
         self.solver.compose(node, parts, self.where())
