@@ -31,8 +31,9 @@ def test_pack_unpack_exact(rows, half, seed):
     packed = pack_int4(codes)
     assert packed.dtype == jnp.uint8 and packed.shape == (rows, half)
     np.testing.assert_array_equal(unpack_int4(packed), codes)
-    # low nibble holds the even column, as documented
-    np.testing.assert_array_equal(np.asarray(packed) & 0xF, codes[:, 0::2].astype(np.uint8) & 0xF)
+    # byte j holds code j in its low nibble and code half + j in its high nibble, as documented
+    np.testing.assert_array_equal(np.asarray(packed) & 0xF, codes[:, :half].astype(np.uint8) & 0xF)
+    np.testing.assert_array_equal(np.asarray(packed) >> 4, codes[:, half:].astype(np.uint8) & 0xF)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

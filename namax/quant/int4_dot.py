@@ -13,14 +13,15 @@ left is handled by swapping the operands and transposing the small result). Two 
 
 - ``"scan"`` (XLA:CPU): ``lax.scan`` over chunks of whole scale groups along the weight's
   contraction dim; each step unpacks its chunk, applies the scales, runs the dot and
-  accumulates. XLA:CPU never fuses a convert into a dot, so dequantising the whole weight
-  first would build a full f32 copy and run at 3.5-4x the f32 time; the chunked form keeps
-  one chunk live. The step is rematerialised, so gradients recompute chunks too.
+  accumulates. The two halves of the packed out dim are dequantised and multiplied
+  separately (a concatenation between the unpack and the dot cost 5-15%). XLA:CPU never
+  fuses a convert into a dot, so dequantising the whole weight first would build a full
+  f32 copy and run at 3.5-13x the f32 time; the chunked form keeps one chunk live. The step is rematerialised, so gradients recompute chunks too.
 - ``"grouped"`` (GPU/TPU, unmeasured): one ``dot_general(x, int4_codes,
   preferred_element_type=f32)`` batched over the groups, scales applied to the per-group
   results, then summed; those compilers fuse the int4 operand into the dot.
 
-``DOT_FORM`` and ``CPU_SCAN_CHUNKS`` are the module-level settings.
+``DOT_FORM``, ``CPU_TILE_BYTES`` and ``CPU_MIN_CHUNKS`` are the module-level settings.
 """
 
 from __future__ import annotations
@@ -34,17 +35,23 @@ import numpy as np
 from jax import lax
 
 from .handlers import primitive_handler
-from .int4 import Int4Weight, dequantize_rows, unpack_int4
+from .int4 import Int4Weight, dequantize_halves, unpack_int4
 
 DOT_FORM: str = "auto"
 """``"auto"`` (``"scan"`` on cpu, ``"grouped"`` on gpu/tpu), ``"scan"`` or ``"grouped"``."""
 
-CPU_SCAN_CHUNKS: int = 8
-"""Target number of chunks of the contraction dim in the ``"scan"`` form. Each chunk is a
-whole number of scale groups, so the count used is the divisor of ``in // group_size``
-closest to this (in ratio). Measured on XLA:CPU (2 cores, W 2048² and 4096², batch 16):
-8 chunks ran at 1.0-1.2x f32 with a temp of 0.13-0.15x the dense f32 weight; 4 chunks
-needed twice the temp for no gain and 16-32 chunks were 5-15% slower."""
+CPU_TILE_BYTES: int = 8 * 2 ** 20
+"""Target size of one dequantised chunk in the ``"scan"`` form, in bytes of f32. The chunk
+count is the divisor of ``in // group_size`` closest (in ratio) to the dense f32 weight's
+bytes over this. Measured on XLA:CPU (2 cores, 32 MiB L3; W 1024² to 4096², batch 1 and
+16): 8 MiB tiles were fastest at every size (1 chunk at 1024², 2 at 2048², 8 at 4096²);
+one whole-weight chunk at 4096² ran 12x slower (a fresh 64 MiB temp per call) and
+16 MiB-and-up chunks 1.5-8x slower, while 1-4 MiB tiles lost 10-50% to loop overhead.
+There are at least ``CPU_MIN_CHUNKS`` chunks (when the weight has that many groups)."""
+
+CPU_MIN_CHUNKS: int = 4
+"""At least this many chunks, so a compiled program's temp stays under half the dense f32
+weight whatever its size (2 chunks would hold half plus the other temps)."""
 
 
 def form() -> str:
@@ -56,13 +63,12 @@ def form() -> str:
     return "scan" if jax.default_backend() == "cpu" else "grouped"
 
 
-def chunk_count(n_groups: int, target: Optional[int] = None) -> int:
-    """The divisor of ``n_groups`` closest in ratio to ``target`` (default ``CPU_SCAN_CHUNKS``).
+def chunk_count(n_groups: int, target: int) -> int:
+    """The divisor of ``n_groups`` closest in ratio to ``target``.
 
-    >>> chunk_count(32), chunk_count(11), chunk_count(1)
+    >>> chunk_count(32, 8), chunk_count(11, 8), chunk_count(1, 8)
     (8, 11, 1)
     """
-    target = CPU_SCAN_CHUNKS if target is None else target
     if target < 1:
         raise ValueError(f"the chunk count must be >= 1, got {target}")
     divisors = [d for d in range(1, n_groups + 1) if n_groups % d == 0]
@@ -81,23 +87,53 @@ def _merge_dim(y: jax.Array, axis: int) -> jax.Array:
     return y.reshape(y.shape[:axis] + (y.shape[axis] * y.shape[axis + 1],) + y.shape[axis + 2:])
 
 
+def _split_in_two(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """The first and the second half of ``x`` along ``axis``."""
+    half = x.shape[axis] // 2
+    return lax.slice_in_dim(x, 0, half, axis=axis), lax.slice_in_dim(x, half, 2 * half, axis=axis)
+
+
+def _dot_halves(x: jax.Array, low: jax.Array, high: jax.Array, dn: Any, dot_params: dict) -> jax.Array:
+    """``dot_general(x, concatenate([low, high], -1), dn)`` without building the concatenation.
+
+    The weight's last dim is split in two: if ``dn`` contracts it, the two dots are summed;
+    if it is a batch or a free dim, the two results are concatenated where it lands.
+    """
+    (xc, wc), (xb, wb) = dn
+    last = low.ndim - 1
+    paired = dict(zip(wc, xc)) | dict(zip(wb, xb))
+    if last in paired:
+        x_low, x_high = _split_in_two(x, paired[last])
+    else:
+        x_low = x_high = x
+    y_low = lax.dot_general(x_low, low, dn, **dot_params)
+    y_high = lax.dot_general(x_high, high, dn, **dot_params)
+    if last in wc:
+        return y_low + y_high
+    if last in wb:
+        axis = wb.index(last)
+    else:
+        axis = len(xb) + (x.ndim - len(xc) - len(xb)) + sum(1 for d in range(last) if d not in wc and d not in wb)
+    return lax.concatenate([y_low, y_high], axis)
+
+
 def _scan_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> jax.Array:
     """``dot_general(x, dense(w stored [*stack, in, out]), dn)``, dequantising one chunk per scan step."""
     (xc, wc), (xb, wb) = dn
     L = w.n_stack
     k = w.stored_shape[L]
     n_groups = k // w.group_size
-    chunks = chunk_count(n_groups)
+    chunks = chunk_count(n_groups, max(CPU_MIN_CHUNKS, round(4 * math.prod(w.stored_shape) / CPU_TILE_BYTES)))
     zp = w.zero_points
-    weight_xs = (_split_dim(w.packed, L, chunks), _split_dim(w.scales, L, chunks),
+    weight_xs = (_split_dim(w.packed, L, chunks), _split_dim(w.scales.astype(jnp.float32), L, chunks),
                  None if zp is None else _split_dim(zp, L, chunks))
     pairs = dict(zip(wc, xc)) | dict(zip(wb, xb))
     x_axis = pairs.get(L)  # the dim of x that meets the weight's grouped dim, if any
 
     def step(x_chunk: jax.Array, chunk: tuple) -> jax.Array:
         packed, scales, zeros = chunk
-        dense = dequantize_rows(packed, scales, zeros, w.group_size, w.dtype)
-        return lax.dot_general(x_chunk, dense, dn, **dot_params)
+        low, high = dequantize_halves(packed, scales, zeros, w.group_size, w.dtype)
+        return _dot_halves(x_chunk, low, high, dn, dot_params)
 
     step = jax.checkpoint(step)
     if x_axis is None:
@@ -242,4 +278,4 @@ def _dot_weight_left(primitive, w: Int4Weight, x: jax.Array, *, dimension_number
     return int4_dot(jnp.asarray(x), w, dimension_numbers, weight_on_left=True, params=params)
 
 
-__all__ = ["CPU_SCAN_CHUNKS", "DOT_FORM", "chunk_count", "form", "int4_dot"]
+__all__ = ["CPU_MIN_CHUNKS", "CPU_TILE_BYTES", "DOT_FORM", "chunk_count", "form", "int4_dot"]
