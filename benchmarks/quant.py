@@ -3,7 +3,9 @@
 Run: ``python benchmarks/quant.py [--sizes 2048 4096 --rank 16 --batch 16 --runs 7 --steps 5]``.
 Prints a markdown table: LoRA forward vs ``x @ W`` and vs merging ``W + A B^T``; int4
 weight bytes per parameter (codes + scales), compiled temp bytes vs the dense f32 weight,
-matvec (batch 1) and batch matmul time vs f32 dense, trace + compile overhead vs plain jit.
+matvec (batch 1, one weight hot in the cache) and batch matmul time vs f32 dense, a batch-1
+decode step through a stack of weights too large for the cache, trace + compile overhead vs
+plain jit.
 """
 
 from __future__ import annotations
@@ -73,6 +75,29 @@ def int4_rows(d: int, batch: int, runs: int, steps: int) -> tuple[list, str]:
     return rows, _fusion_summary(compiled.as_text())
 
 
+def decode_rows(d: int, layers: int, runs: int, steps: int) -> list[tuple[str, str, str]]:
+    """A decode step through ``layers`` weights ``x = tanh(x @ W_l)``, batch 1: int4 vs f32.
+
+    Unlike one hot weight, the f32 stack (``layers * 4 d²`` bytes) is larger than this CPU's
+    32 MiB L3, so each call streams it from memory, as decoding a real model does.
+    """
+    rng = np.random.default_rng(2)
+    ws = [jnp.asarray(rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d)) for _ in range(layers)]
+    qs = [qax.int4.quantize_array(w, group_size=128) for w in ws]
+    x = jnp.asarray(rng.normal(size=(1, d)).astype(np.float32))
+
+    def model(x, weights):
+        for w in weights:
+            x = jnp.tanh(x @ w)
+        return x
+
+    dense, quant = jax.jit(model), jax.jit(qax.use_implicit_args(model))
+    t = interleaved_medians({"dense": lambda: dense(x, ws), "int4": lambda: quant(x, qs)}, runs=runs, steps=steps)
+    mib = layers * 4 * d * d / 2 ** 20
+    return [(f"int4 decode step, {layers} layers of W {d}² ({mib:.0f} MiB f32), batch 1: time / f32 dense",
+             f"{t['int4'] / t['dense']:.2f}x", "<= 1.3")]
+
+
 def _fusion_summary(hlo: str) -> str:
     """The fusions (kind and result shape) of the compiled int4 program, one per line."""
     lines = []
@@ -100,8 +125,9 @@ def main() -> None:
         rows += lora_rows(d, args.rank, args.batch, args.runs, args.steps)
         int4, fusions[d] = int4_rows(d, args.batch, args.runs, args.steps)
         rows += int4
+        rows += decode_rows(d, max(2, 2 ** 27 // (4 * d * d)), args.runs, args.steps)
     print(f"backend: {jax.default_backend()}, int4 dot form: {qax.int4_dot.form()}, "
-          f"CPU_SCAN_CHUNKS={qax.int4_dot.CPU_SCAN_CHUNKS}\n")
+          f"CPU_TILE_BYTES={qax.int4_dot.CPU_TILE_BYTES}, CPU_MIN_CHUNKS={qax.int4_dot.CPU_MIN_CHUNKS}\n")
     print("| measurement | value | target |\n|---|---|---|")
     for name, value, target in rows:
         print(f"| {name} | {value} | {target} |")

@@ -83,6 +83,39 @@ def test_matmul_matches_materialized_and_dense(form, symmetric, monkeypatch):
     assert np.linalg.norm(got - dense) / np.linalg.norm(dense) < 0.15
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("x_shape", [(512,), (1, 512), (1, 1, 512)])
+def test_matvec_scales_per_group_matches_materialized(symmetric, x_shape):
+    w = jax.random.normal(jax.random.key(1), (512, 64))
+    x = jax.random.normal(jax.random.key(2), x_shape)
+    q = _quantize(w, 128, symmetric)
+    fn = jax.jit(qax.use_implicit_args(lambda x, w: x @ w))
+    got = no_warnings(fn, x, q)
+    np.testing.assert_allclose(got, x @ _materialize(q), rtol=1e-4, atol=1e-4)
+    # the per-group form: a dot batched over the 4 groups of the chunk, [.., 128] . [.., 128, 32] per half
+    jaxpr = str(jax.make_jaxpr(qax.use_implicit_args(lambda x, w: x @ w))(x, q))
+    assert "f32[1,128,32]" in jaxpr and "dot_general" in jaxpr
+    grad = jax.grad(lambda x: jnp.sum(jnp.tanh(fn(x, q))))(x)
+    np.testing.assert_allclose(grad, jax.grad(lambda x: jnp.sum(jnp.tanh(x @ _materialize(q))))(x), rtol=1e-3,
+                               atol=1e-4)
+
+
+def test_matvec_per_layer_and_bf16_activations():
+    w = jax.random.normal(jax.random.key(3), (3, 256, 64))
+    q = _quantize(w, 128, False, 1, stack_dims=1)
+    x = jax.random.normal(jax.random.key(4), (3, 1, 256))
+    per_layer = qax.use_implicit_args(lambda x, w: jnp.einsum("lbi,lio->lbo", x, w))
+    np.testing.assert_allclose(no_warnings(jax.jit(per_layer), x, q),
+                               jnp.einsum("lbi,lio->lbo", x, _materialize(q)), rtol=1e-4, atol=1e-4)
+    # bf16 activations and weight: the result is bf16, as for dense bf16 arrays
+    qb = _quantize(w.astype(jnp.bfloat16), 128, True, 1, stack_dims=1)
+    xb = x[0, 0].astype(jnp.bfloat16)
+    got = no_warnings(jax.jit(qax.use_implicit_args(lambda x, w: x @ w[0])), xb, qb)
+    want = xb @ _materialize(qb)[0]
+    assert got.dtype == want.dtype == jnp.bfloat16
+    np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32), rtol=2e-2, atol=5e-2)
+
+
 _IN_SHAPES = [(32,), (2, 16), (16,)]
 _OUT_SHAPES = [(4,), (2, 3), (6,)]
 

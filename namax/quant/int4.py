@@ -21,7 +21,7 @@ The logical shape is ``stack + (in dims and out dims in the order aux field ``or
 gives)``. A ``dot_general`` with an Int4Weight on either side becomes a dot with the
 dequantisation inside the program, chunk by chunk (see :mod:`namax.quant.int4_dot`);
 transposes of the non-stack dims change ``order``; slicing one index of a stack dim
-(``dynamic_slice`` then ``squeeze``, as ``w[i]`` does) slices the children; other uses
+(``dynamic_slice`` or ``slice``, then ``squeeze``, as ``w[i]`` does) slices the children; other uses
 materialize.
 
 >>> import jax, jax.numpy as jnp
@@ -439,6 +439,17 @@ def _dynamic_slice(primitive, w: Int4Weight, *starts, slice_sizes):
         return NotImplemented
     return _children_map(w, lambda c: lax.dynamic_slice(c, list(starts[:L]) + [0] * (c.ndim - L),
                                                         tuple(slice_sizes[:L]) + tuple(c.shape[L:])))
+
+
+@primitive_handler("slice")
+def _slice(primitive, w: Int4Weight, *, start_indices, limit_indices, strides):
+    """``w[i]`` with a static ``i`` (or ``w[i:j]``) along stack dims, full size elsewhere, slices every child."""
+    L = w.n_stack
+    whole = tuple(start_indices[L:]) == (0,) * (w.ndim - L) and tuple(limit_indices[L:]) == tuple(w.shape[L:])
+    if not whole or any(s != 1 for s in (strides or ())):
+        return NotImplemented
+    return _children_map(w, lambda c: lax.slice(c, tuple(start_indices[:L]) + (0,) * (c.ndim - L),
+                                                tuple(limit_indices[:L]) + tuple(c.shape[L:])))
 
 
 @primitive_handler("squeeze")
