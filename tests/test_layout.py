@@ -315,3 +315,71 @@ def test_named_linear_compiles_to_the_hand_written_fast_layout(x_axes):
             assert hlo_instructions(n) == hlo_instructions(h)
         ops = [re.search(r"\s([a-z][a-z\-]*)\(", i).group(1) for i in hlo_instructions(n)]
         assert ops.count("dot") + ops.count("fusion") >= 1 and "copy" not in ops, ops
+
+
+# -- skinny activations against a big weight: the weight goes first ---------------------------
+
+def _skinny_linear(rows: int, width: int = 1024):
+    Rows, Wide, Wout = nx.Axis("batch", rows), nx.Axis("embed", width), nx.Axis("mlp", width)
+    lin = nn.Linear.init(Wide, Wout, key=jax.random.key(0), use_bias=False, out_first=True)
+    x = rand((Rows, Wide), 1)
+    return lin, x, np.asarray(lin.weight.rearrange((Wide, Wout)).array), np.asarray(x.array)
+
+
+def test_skinny_rule_in_the_table_and_plan():
+    row = layout_for("cpu")
+    assert row.skinny_rows == 16 and row.skinny_min_weight == 2 ** 20
+    sizes = {"batch": 16, "embed": 1024, "mlp": 1024}
+    plan = dot_operands(("batch", "embed"), ("mlp", "embed"), ["embed"], ["batch", "mlp"], backend="cpu",
+                        sizes=sizes)
+    assert (plan.swap, plan.dimension_numbers, plan.produced, plan.barrier) == (
+        True, (((1,), (1,)), ((), ())), ("mlp", "batch"), True)
+    # one row: the transpose is a reshape, no barrier needed
+    assert not dot_operands(("batch", "embed"), ("mlp", "embed"), ["embed"], ["batch", "mlp"], backend="cpu",
+                            sizes=dict(sizes, batch=1)).barrier
+    # 17 rows, a small weight, a batch dim, or a backend without the rule: the usual plan
+    for case in (dict(sizes, batch=17), dict(sizes, embed=512)):
+        assert dot_operands(("batch", "embed"), ("mlp", "embed"), ["embed"], ["batch", "mlp"], backend="cpu",
+                            sizes=case).produced == ("batch", "mlp")
+    assert not dot_operands(("h", "batch", "embed"), ("h", "mlp", "embed"), ["embed"], ["h", "batch", "mlp"],
+                            backend="cpu", sizes=dict(sizes, h=2)).barrier
+    assert dot_operands(("batch", "embed"), ("mlp", "embed"), ["embed"], ["batch", "mlp"], backend="gpu",
+                        sizes=sizes).produced == ("batch", "mlp")
+
+
+@pytest.mark.parametrize("rows", [1, 16, 17])
+def test_skinny_linear_forms_values_and_grads(rows):
+    lin, x, w_io, xb = _skinny_linear(rows)
+    fwd = lambda m, x: m(x).array  # noqa: E731
+    y = jax.jit(fwd)(lin, x)
+    assert y.shape == (rows, 1024)  # the user's order, whatever the dot produced
+    np.testing.assert_allclose(y, xb @ w_io, rtol=1e-4, atol=1e-3)
+    [(ls, rs, dn)] = dims(fwd, lin, x)
+    weight_first = rows <= 16
+    assert (ls, rs) == (((1024, 1024), (rows, 1024)) if weight_first else ((rows, 1024), (1024, 1024)))
+    assert dn == (((1,), (1,)), ((), ()))
+    barrier = "optimization_barrier" in str(jax.make_jaxpr(fwd)(lin, x))
+    assert barrier == (1 < rows <= 16)
+    gm, gx = jax.jit(jax.grad(lambda m, x: jnp.sum(jnp.tanh(fwd(m, x))), argnums=(0, 1)))(lin, x)
+    rw, rx = jax.grad(lambda w, x: jnp.sum(jnp.tanh(x @ w)), argnums=(0, 1))(jnp.asarray(w_io), jnp.asarray(xb))
+    np.testing.assert_allclose(gm.weight.rearrange((lin.In, lin.Out)).array, rw, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(gx.array, rx, rtol=1e-3, atol=1e-4)
+
+
+def test_skinny_linear_with_lora_and_int4_weights():
+    lin, x, w_io, xb = _skinny_linear(8)
+    fwd = lambda m, x: m(x).array  # noqa: E731
+    key = jax.random.key(3)
+    lora = qax.lora.wrap(lin, rank=4, key=key)
+    lora = jax.tree_util.tree_map(lambda a: a + 0.01, lora)  # nonzero b
+    assert isinstance(lora.weight.array, qax.LoraWeight)
+    implicit = jax.jit(qax.use_implicit_args(fwd))
+    dense = jax.jit(fwd)(qax.lora.merge(lora), x)
+    np.testing.assert_allclose(implicit(lora, x), dense, rtol=1e-4, atol=1e-3)
+    for ls, rs, dn in dims(qax.use_implicit_args(fwd), lora, x):
+        assert not avoidably_transposed(ls, rs, dn), (ls, rs, dn)
+    q = int4.quantize(lin, where=lambda path, leaf: leaf.ndim == 2, in_axis=1)
+    assert isinstance(q.weight.array, qax.Int4Weight)
+    np.testing.assert_allclose(implicit(q, x), jax.jit(fwd)(int4.dequantize(q), x), rtol=1e-4, atol=1e-3)
+    for ls, rs, dn in dims(qax.use_implicit_args(fwd), q, x):
+        assert not avoidably_transposed(ls, rs, dn), (ls, rs, dn)

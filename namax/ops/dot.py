@@ -72,7 +72,8 @@ def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Seq
     """One ``dot_general`` for two operands, then (if needed) a transpose to ``out_axes``.
 
     The operand order and dimension numbers come from ``namax.layout.dot_operands`` (the
-    backend's fast form: lhs contracting dims last, result in ``out_axes`` order if possible).
+    backend's fast form: a big operand first against a skinny one, else lhs contracting dims
+    last, result in ``out_axes`` order if possible).
     """
     an, bn = a.axis_names, b.axis_names
     only_a = [n for n in contracted if n in an and n not in bn]
@@ -84,7 +85,8 @@ def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Seq
         b = NamedArray(rb, [x for x in b.axes if x.name not in only_b])
         an, bn = a.axis_names, b.axis_names
     want = [x.name for x in out_axes]
-    plan = dot_operands(an, bn, contracted, want)
+    sizes = {x.name: x.size for x in (*a.axes, *b.axes)}
+    plan = dot_operands(an, bn, contracted, want, sizes=sizes)
     lhs, rhs = (b, a) if plan.swap else (a, b)
     if plan.swap and isinstance(precision, tuple):
         precision = precision[::-1]
@@ -92,6 +94,8 @@ def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Seq
                               preferred_element_type=preferred_element_type)
     produced = list(plan.produced)
     if produced != want:
+        if plan.barrier:  # keep XLA from folding the transpose back into the slow operand order
+            out = jax.lax.optimization_barrier(out)
         out = jnp.transpose(out, [produced.index(n) for n in want])
     return out
 
