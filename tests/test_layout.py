@@ -383,3 +383,23 @@ def test_skinny_linear_with_lora_and_int4_weights():
     np.testing.assert_allclose(implicit(q, x), jax.jit(fwd)(int4.dequantize(q), x), rtol=1e-4, atol=1e-3)
     for ls, rs, dn in dims(qax.use_implicit_args(fwd), q, x):
         assert not avoidably_transposed(ls, rs, dn), (ls, rs, dn)
+
+
+def test_skinny_linear_under_tensor_parallel_namedjit():
+    from jax.sharding import AxisType, PartitionSpec as P
+
+    from namax import namedjit
+
+    lin, x, w_io, xb = _skinny_linear(8)
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+
+    def step(m, x):
+        return jax.value_and_grad(lambda m: jnp.sum(jnp.tanh(m(x).array)))(m)
+
+    f = namedjit(step, axis_resources={"batch": "data", "mlp": "model"}, mesh=mesh)
+    (value, grads) = f(lin, x)
+    want_value, want_grad = jax.value_and_grad(lambda w: jnp.sum(jnp.tanh(xb @ w)))(jnp.asarray(w_io))
+    np.testing.assert_allclose(value, want_value, rtol=1e-4)
+    np.testing.assert_allclose(grads.weight.rearrange((lin.In, lin.Out)).array, want_grad, rtol=1e-3, atol=1e-4)
+    assert grads.weight.array.sharding.spec == P("model")  # (mlp, embed) storage, mlp on "model"
+    assert "optimization_barrier" in str(jax.make_jaxpr(step)(lin, x))
