@@ -1,5 +1,7 @@
 """The names pass: axis names solved over whole jaxprs, forward and backward."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -426,9 +428,14 @@ def test_named_slice_keeps_the_name_at_a_new_size():
 
 
 def test_coverage_report_lists_unknown_primitive_and_leaves_it_unnamed():
-    r = infer_names(lambda x: jnp.fft.fft(x).real, jnp.ones((B, 8)), in_axes=(("batch", "freq"),))
-    assert r.unknown_primitives == {"fft": 1}
-    assert "fft" in r.coverage_report()
+    from jax.extend.core import Primitive
+
+    mystery = Primitive("mystery_op")  # a primitive no rule knows
+    mystery.def_impl(lambda x: x * 2)
+    mystery.def_abstract_eval(lambda x: x)
+    r = infer_names(lambda x: mystery.bind(x) + 1, jnp.ones((B, 8)), in_axes=(("batch", "freq"),))
+    assert r.unknown_primitives == {"mystery_op": 1}
+    assert "mystery_op" in r.coverage_report()
     assert r.out_names == [(None, None)]
 
 
@@ -484,3 +491,64 @@ def test_pooling_and_its_gradient_keep_the_unpooled_names():
     assert window.out_names[0] == ("batch", None, None, "c")  # pooled dims are new axes
     g = infer_names(jax.grad(lambda x: jnp.sum(pooled(x))), x, in_axes=(names,))
     assert g.out_names == [names] and not g.unknown_primitives
+
+
+# --- linear algebra, FFTs, generic windows, linear solves, collectives --------------------
+
+_SQ = ("batch", "row", "col")
+
+
+@pytest.mark.parametrize(
+    "fn, in_axes, expected",
+    [
+        (lambda a: lax.linalg.cholesky(a, symmetrize_input=False), [_SQ], [_SQ]),
+        (lambda a: lax.linalg.eigh(a, symmetrize_input=False), [_SQ], [("batch", "row", None), ("batch", None)]),
+        (lambda a: jnp.linalg.qr(a), [("batch", "row", "col")], [("batch", "row", None), ("batch", None, "col")]),
+        (lambda a: jnp.linalg.svd(a, full_matrices=False), [("batch", "row", "col")],
+         [("batch", "row", None), ("batch", None), ("batch", None, "col")]),
+        (lambda a: jax.scipy.linalg.lu_factor(a)[0], [_SQ], [_SQ]),
+        (lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True), [_SQ, ("batch", "row", "rhs")],
+         [("batch", "col", "rhs")]),
+        (lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True, trans=1), [_SQ, ("batch", "col", "rhs")],
+         [("batch", "row", "rhs")]),
+        (jnp.fft.fft, [("batch", "time", "freq")], [("batch", "time", "freq")]),
+        (jnp.fft.rfft, [("batch", "time", "freq")], [("batch", "time", None)]),
+        (lambda x: lax.reduce_window(x, 1.0, lax.mul, (1, 2, 1), (1, 1, 1), "VALID"), [("batch", "time", "freq")],
+         [("batch", None, "freq")]),
+    ],
+)
+def test_linalg_fft_and_window_rules(fn, in_axes, expected):
+    args = [jnp.broadcast_to(jnp.eye(4) * 2.0 + 0.1, (2, 4, 4)) for _ in in_axes]
+    r = infer_names(fn, *args, in_axes=tuple(in_axes))
+    assert r.out_names == expected
+    assert r.unknown_primitives == {}
+
+
+def test_custom_linear_solve_keeps_the_right_hand_side_names():
+    a = jnp.eye(4) * 3.0
+
+    def solve(b):
+        return lax.custom_linear_solve(lambda x: a @ x, b, lambda mv, x: x / 3.0)
+
+    r = infer_names(solve, jnp.ones((4, 3)), in_axes=(("row", "rhs"),))
+    assert r.out_names == [("row", "rhs")]
+    assert r.unknown_primitives == {}
+
+
+def test_collectives_in_shard_map_keep_their_axes():
+    from jax.sharding import AxisType, PartitionSpec as P
+
+    mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:2])
+
+    @functools.partial(jax.shard_map, mesh=mesh, in_specs=P("data"), check_vma=False,
+                       out_specs=(P(), P(None, "data"), P("data"), P("data")))
+    def f(x):
+        gathered = lax.all_gather(x, "data", axis=0, tiled=True)
+        moved = lax.all_to_all(x, "data", 1, 0, tiled=True)
+        scattered = lax.psum_scatter(x, "data", scatter_dimension=1, tiled=True)
+        stacked = lax.all_gather(x, "data", axis=1)[:, 0]
+        return gathered, moved, scattered, stacked
+
+    r = infer_names(f, jnp.ones((4, 6)), in_axes=(("batch", "embed"),))
+    assert r.out_names == [("batch", "embed")] * 4
+    assert r.unknown_primitives == {}

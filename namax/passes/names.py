@@ -35,7 +35,11 @@ from jax.extend import core as jcore
 from jax.extend.source_info_util import summarize
 
 from ..interpreter import Interpreter
-from .name_rules import RULES
+from .name_rules import RULES as _CORE_RULES
+from .name_rules_linalg import LINALG_RULES
+
+RULES = {**_CORE_RULES, **LINALG_RULES}
+"""Every names-pass rule: shape, dot and control-flow primitives, then linalg, FFT and collectives."""
 
 AxisName = Union[str, tuple, None]
 Origin = Union[str, Callable[[], str]]
