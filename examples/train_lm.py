@@ -368,9 +368,8 @@ def run_int4(opts: TrainOptions, log=print) -> dict[str, float]:
     Quantised: the attention (qkv, out) and MLP weights of every block, each grouped along
     its Linear's ``In`` axes, with the ``layers`` axis as a stack dim, so the blocks still
     run under ``lax.scan`` one layer's codes at a time. Asymmetric (one zero point per
-    group) at the largest group size of 128, 64 or 32 that divides every ``In`` size; a
-    symmetric Int4Weight has no zero-point child (``None``), which the implicit
-    interpreter does not slice under ``lax.scan`` yet, so it would be materialized. Kept
+    group, which follows a layer's skewed weights more closely) at the largest group size
+    of 128, 64 or 32 that divides every ``In`` size. Kept
     dense: the token and position embeddings (their rows are gathered, which int4 codes
     do not support without materializing; the token table is also the tied unembedding),
     the LayerNorms and the biases (small: quantising them saves almost nothing). The model
