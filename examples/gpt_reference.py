@@ -79,10 +79,40 @@ def plain_forward(params: dict[str, jax.Array], ids: jax.Array, config: GPTConfi
     return x @ params["wte"].T
 
 
+def plain_decode_step(params: dict[str, jax.Array], ids: jax.Array, cache: tuple[jax.Array, jax.Array],
+                      pos: jax.Array, config: GPTConfig) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Logits ``[batch, vocab]`` for int ids ``[batch]`` at position ``pos``, with a KV cache.
+
+    ``cache`` is ``(keys, values)``, each ``[layers, batch, key_position, heads, head_size]``;
+    the returned cache holds this position's keys and values too. The layers run under
+    ``lax.scan`` over the stacked weights and the per-layer caches.
+    """
+    x = params["wte"][ids] + params["wpe"][pos]
+    stacked = {k: v for k, v in params.items() if k not in _GLOBAL}
+
+    def layer(x, inputs):
+        p, keys, values = inputs
+        h = _layer_norm(x, p["ln1_g"], p["ln1_b"])
+        q, k, v = jnp.einsum("be,ezhk->zbhk", h, p["w_qkv"]) + p["b_qkv"][:, None]
+        keys = jax.lax.dynamic_update_slice_in_dim(keys, k[:, None], pos, axis=1)
+        values = jax.lax.dynamic_update_slice_in_dim(values, v[:, None], pos, axis=1)
+        scores = jnp.einsum("bhk,bthk->bht", q, keys) / jnp.sqrt(q.shape[-1])
+        scores = jnp.where(jnp.arange(keys.shape[1]) <= pos, scores, jnp.finfo(scores.dtype).min)
+        answers = jnp.einsum("bht,bthk->bhk", jax.nn.softmax(scores, axis=-1), values)
+        x = x + jnp.einsum("bhk,hke->be", answers, p["w_out"]) + p["b_out"]
+        h = _layer_norm(x, p["ln2_g"], p["ln2_b"])
+        h = jax.nn.gelu(h @ p["w_up"] + p["b_up"], approximate=True)
+        return x + h @ p["w_down"] + p["b_down"], (keys, values)
+
+    x, cache = jax.lax.scan(layer, x, (stacked, *cache))
+    x = _layer_norm(x, params["lnf_g"], params["lnf_b"])
+    return x @ params["wte"].T, cache
+
+
 def plain_loss(params: dict[str, jax.Array], inputs: jax.Array, targets: jax.Array, config: GPTConfig) -> jax.Array:
     """Mean next-token cross-entropy in nats."""
     logits = plain_forward(params, inputs, config)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
-__all__ = ["plain_params", "plain_forward", "plain_loss"]
+__all__ = ["plain_decode_step", "plain_forward", "plain_loss", "plain_params"]

@@ -13,7 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples")
 
 import namax as nx  # noqa: E402
 from gpt import GPT, GPTConfig, KVCache, loss_fn  # noqa: E402
-from gpt_reference import plain_forward, plain_loss, plain_params  # noqa: E402
+from gpt_reference import plain_decode_step, plain_forward, plain_loss, plain_params  # noqa: E402
 from lm_data import batch_at, decode, encode, eval_batches, load_corpus  # noqa: E402
 
 CONFIG = GPTConfig(seq_len=16, embed=32, heads=4, layers=2, vocab=256)
@@ -75,6 +75,25 @@ def test_kv_cache_decoding_matches_full_forward(model):
         return out.transpose(1, 0, 2)
 
     np.testing.assert_allclose(np.asarray(decode_all(model, jnp.asarray(ids))), np.asarray(full), rtol=2e-5, atol=2e-5)
+
+
+def test_plain_decode_step_matches_full_forward(model):
+    """The plain-jnp decoder (the baseline of benchmarks/decode.py) is the same model."""
+    ids = _ids(4)
+    params = plain_params(model)
+    full = jax.jit(plain_forward, static_argnums=2)(params, jnp.asarray(ids), CONFIG)
+    shape = (CONFIG.layers, Batch.size, CONFIG.seq_len, CONFIG.heads, CONFIG.embed // CONFIG.heads)
+
+    @jax.jit
+    def decode_all(params, ids):
+        def step(cache, pos):
+            logits, cache = plain_decode_step(params, ids[:, pos], cache, pos, CONFIG)
+            return cache, logits
+        _, out = jax.lax.scan(step, (jnp.zeros(shape), jnp.zeros(shape)), jnp.arange(CONFIG.seq_len))
+        return out.transpose(1, 0, 2)
+
+    np.testing.assert_allclose(np.asarray(decode_all(params, jnp.asarray(ids))), np.asarray(full), rtol=2e-5,
+                               atol=2e-5)
 
 
 def test_parameters_carry_layers_axis(model):
