@@ -313,3 +313,21 @@ def test_materialize_is_required():
 
     with pytest.raises(TypeError, match="abstract method materialize"):
         NoDense(shape=(2,))
+
+
+def test_optimization_barrier_keeps_implicit_values_implicit():
+    """A barrier is an identity: implicit operands come out implicit (no materialization),
+    their children and the dense operands go through it."""
+    def fn(z, lw, x):
+        z2, y = lax.optimization_barrier((z, x @ lw))
+        return z2 + y, lax.optimization_barrier(lw)
+
+    key = jax.random.key(0)
+    lw = qax.LoraWeight(jax.random.normal(key, (4, 3)), jax.random.normal(key, (4, 2)), jnp.ones((3, 2)))
+    x = jnp.arange(8.0).reshape(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, lw_out = jax.jit(qax.use_implicit_args(fn))(qax.Zeros(shape=(2, 3)), lw, x)
+    np.testing.assert_allclose(out, x @ lw.materialize(), rtol=1e-5)
+    assert isinstance(lw_out, qax.LoraWeight)
+    np.testing.assert_allclose(lw_out.materialize(), lw.materialize())

@@ -57,6 +57,7 @@ class ImplicitInterpreter(EvalInterpreter):
             "closed_call": ImplicitInterpreter._inline, "core_call": ImplicitInterpreter._inline,
             "remat2": ImplicitInterpreter._remat, "cond": ImplicitInterpreter._cond,
             "scan": ImplicitInterpreter._scan, "while": ImplicitInterpreter._while,
+            "optimization_barrier": ImplicitInterpreter._barrier,
         })
 
     def eval_eqn(self, eqn: jcore.JaxprEqn, invals: list) -> list:
@@ -72,6 +73,11 @@ class ImplicitInterpreter(EvalInterpreter):
             outs = list(out) if eqn.primitive.multiple_results else [out]
         _check_outputs(eqn, outs)
         return outs
+
+    def _barrier(self, eqn: jcore.JaxprEqn, invals: list) -> list:
+        """``optimization_barrier`` is an identity: implicit operands stay implicit, their
+        children go through the barrier with the dense operands."""
+        return list(lax.optimization_barrier(list(invals)))
 
     # -- sub-jaxprs ---------------------------------------------------------------------
 
