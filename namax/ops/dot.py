@@ -20,7 +20,9 @@ def dot(*arrays: Any, axis: Optional[AxisSelection] = None, precision=None,
     Axes shared by several operands and not contracted are matched elementwise (batch
     axes); the result has every other axis, in order of first appearance. ``axis=()``
     contracts nothing (an outer/elementwise product); ``axis=None`` contracts every axis.
-    The older form ``dot(axis, a, b)`` is accepted too.
+    The older form ``dot(axis, a, b)`` is accepted too. Two operands become one
+    ``dot_general`` in the form the backend runs fastest (operand order and dimension
+    numbers from :mod:`namax.layout`); the result's axis order does not depend on it.
 
     >>> import namax as nx
     >>> B, E, M = nx.Axis("b", 2), nx.Axis("e", 3), nx.Axis("m", 4)
