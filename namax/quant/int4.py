@@ -126,7 +126,8 @@ def dequantize_halves(packed: Any, scales: Any, zero_points: Optional[Any], grou
 
 def dequantize_rows(packed: Any, scales: Any, zero_points: Optional[Any], group_size: int,
                     dtype: Any = jnp.float32) -> jax.Array:
-    """Dense ``[*stack, rows, out]`` from codes ``[*stack, rows, out/2]`` and scales ``[*stack, rows/group_size, out]``."""
+    """Dense ``[*stack, rows, out]`` from codes ``[*stack, rows, out/2]`` and scales
+    ``[*stack, rows/group_size, out]``."""
     return jnp.concatenate(dequantize_halves(packed, scales, zero_points, group_size, dtype), axis=-1)
 
 
@@ -462,5 +463,5 @@ def _squeeze(primitive, w: Int4Weight, *, dimensions):
 from . import int4_dot as _int4_dot  # noqa: E402,F401  (registers the dot_general handlers)
 
 __all__: Sequence[str] = ["DEFAULT_GROUP_SIZE", "Int4Weight", "dequantize", "dequantize_halves", "dequantize_rows",
-                          "pack_int4", "quantize", "quantize_array", "quantize_named", "unpack_int4", "unpack_int4_halves",
-                          "weight_bytes"]
+                          "pack_int4", "quantize", "quantize_array", "quantize_named", "unpack_int4",
+                          "unpack_int4_halves", "weight_bytes"]

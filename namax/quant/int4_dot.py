@@ -148,8 +148,8 @@ def _matvec_halves(x: jax.Array, packed: jax.Array, scales: jax.Array, zeros: Op
     x_sums = None if zeros is None else jnp.moveaxis(jnp.sum(xg.astype(jnp.float32), axis=-1), -1, L)[..., None]
     outs = []
     for i, (q, z) in enumerate(zip(codes, zero_halves)):
-        per_group = lax.dot_general(xg, q.reshape(*stack, g, group_size, half), dn, precision=dot_params.get("precision"),
-                                    preferred_element_type=jnp.float32)  # [*stack, g, *ones, half]
+        per_group = lax.dot_general(xg, q.reshape(*stack, g, group_size, half), dn,  # [*stack, g, *ones, half]
+                                    precision=dot_params.get("precision"), preferred_element_type=jnp.float32)
         if z is not None:
             per_group = per_group - x_sums * z.reshape(scale_shape)
         s = scales[..., i * half:(i + 1) * half].astype(jnp.float32)
