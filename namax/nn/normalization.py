@@ -127,11 +127,7 @@ class LayerNorm(eqx.Module):
 
     def __call__(self, x: NamedArray) -> NamedArray:
         out = standardize(x, self.axis, eps=self.eps)
-        if self.weight is not None:
-            out = out * self.weight
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+        return _apply_scale_and_shift(out, self.weight, self.bias)
 
 
 class RMSNorm(eqx.Module):
@@ -160,11 +156,16 @@ class RMSNorm(eqx.Module):
         _check(x, self.axis, "RMSNorm")
         mean_square = red.mean(ew.square(x), self.axis)
         out = x * ew.reciprocal(ew.sqrt(mean_square + self.eps))
-        if self.weight is not None:
-            out = out * self.weight
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+        return _apply_scale_and_shift(out, self.weight, self.bias)
+
+
+def _apply_scale_and_shift(out: NamedArray, weight: Optional[NamedArray], bias: Optional[NamedArray]) -> NamedArray:
+    """``out * weight + bias``, skipping whichever is ``None``."""
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
 
 
 def _scale_and_shift(axis: AxisSpec, what: str, use_weight: bool, use_bias: bool, dtype: Any

@@ -242,15 +242,8 @@ def gather(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     dn = eqn.params["dimension_numbers"]
     operand, indices = ins[0], ins[1]
     out = it.fresh(eqn.outvars[0].aval)
-    skipped = set(dn.collapsed_slice_dims) | set(dn.operand_batching_dims)
-    window = [d for d in range(len(operand)) if d not in skipped]
-    for pos, d in zip(dn.offset_dims, window):
-        it.unify(out[pos], operand[d])
-    batch_positions = [i for i in range(len(out)) if i not in set(dn.offset_dims)]
-    for pos, idim in zip(batch_positions, range(len(indices) - 1)):
-        it.unify(out[pos], indices[idim])
-    for d, idim in zip(dn.operand_batching_dims, dn.start_indices_batching_dims):
-        it.unify(operand[d], indices[idim])
+    _index_dims(it, operand, indices, out, dn.offset_dims, dn.collapsed_slice_dims,
+                dn.operand_batching_dims, dn.start_indices_batching_dims)
     return [out]
 
 
@@ -258,16 +251,25 @@ def scatter(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     """The result is the operand; window dims of the updates are the operand's, scatter dims the indices'."""
     dn = eqn.params["dimension_numbers"]
     operand, indices, updates = ins[0], ins[1], ins[2]
-    skipped = set(dn.inserted_window_dims) | set(dn.operand_batching_dims)
-    window = [d for d in range(len(operand)) if d not in skipped]
-    for upos, d in zip(dn.update_window_dims, window):
-        it.unify(updates[upos], operand[d])
-    scatter_positions = [i for i in range(len(updates)) if i not in set(dn.update_window_dims)]
-    for upos, idim in zip(scatter_positions, range(len(indices) - 1)):
-        it.unify(updates[upos], indices[idim])
-    for d, idim in zip(dn.operand_batching_dims, dn.scatter_indices_batching_dims):
-        it.unify(operand[d], indices[idim])
+    _index_dims(it, operand, indices, updates, dn.update_window_dims, dn.inserted_window_dims,
+                dn.operand_batching_dims, dn.scatter_indices_batching_dims)
     return [operand]
+
+
+def _index_dims(it: "NamesInterpreter", operand: tuple, indices: tuple, sliced: tuple, window_dims: Sequence[int],
+                dropped_dims: Sequence[int], operand_batching: Sequence[int], index_batching: Sequence[int]) -> None:
+    """Gather and scatter alike: ``sliced`` (the gather result or the scatter updates) has
+    window dims, the operand's dims that are not dropped, in order, and its other dims are
+    the index array's (without the trailing index-vector dim); batching dims pair up."""
+    skipped = set(dropped_dims) | set(operand_batching)
+    window = [d for d in range(len(operand)) if d not in skipped]
+    for pos, d in zip(window_dims, window):
+        it.unify(sliced[pos], operand[d])
+    index_positions = [i for i in range(len(sliced)) if i not in set(window_dims)]
+    for pos, idim in zip(index_positions, range(len(indices) - 1)):
+        it.unify(sliced[pos], indices[idim])
+    for d, idim in zip(operand_batching, index_batching):
+        it.unify(operand[d], indices[idim])
 
 
 def dot_general(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
