@@ -68,7 +68,7 @@ def make_lora() -> tuple[Callable, tuple]:
     params = {"w1": _normal(1, (16, 32)) * 0.2, "w2": _normal(2, (32, 16)) * 0.2}
     params = quant.lora.wrap(params, rank=2, key=jax.random.key(3))
     names = ({"w1": ("embed", "mlp"), "w2": ("mlp", "embed")}, ("batch", "embed"))
-    return nx.namedjit(lora_mlp, in_axes=names), (params, _normal(0, (8, 16)))
+    return nx.namedjit(lora_mlp, in_axes=names, out_axes="infer"), (params, _normal(0, (8, 16)))
 
 
 def make_int4() -> tuple[Callable, tuple]:
@@ -78,7 +78,7 @@ def make_int4() -> tuple[Callable, tuple]:
     params = {"w1": int4.quantize_array(_normal(1, (16, 32)) * 0.2, group_size=16),
               "w2": int4.quantize_array(_normal(2, (32, 16)) * 0.2, group_size=16)}
     names = ({"w1": ("embed", "mlp"), "w2": ("mlp", "embed")}, ("batch", "embed"))
-    return nx.namedjit(lora_mlp, in_axes=names), (params, _normal(0, (8, 16)))
+    return nx.namedjit(lora_mlp, in_axes=names, out_axes="infer"), (params, _normal(0, (8, 16)))
 
 
 def make_zeros_bias() -> tuple[Callable, tuple]:

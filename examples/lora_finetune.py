@@ -56,8 +56,9 @@ def make_lora_step(static: Any, optimizer: optax.GradientTransformation, mesh, c
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    # implicit="pytree": the step differentiates with respect to the LoRA factors itself
     return nx.namedjit(step, axis_resources=compute_map, mesh=mesh, in_axis_resources={0: param_map, 1: param_map},
-                       out_axis_resources=param_map)
+                       out_axis_resources=param_map, implicit="pytree")
 
 
 def finetune(opts) -> dict[str, Any]:

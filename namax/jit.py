@@ -1,10 +1,11 @@
-"""``namedjit``: ``jax.jit`` that runs namax's passes on the traced program.
+"""``namedjit``: ``jax.jit`` whose trace runs namax's passes.
 
-One call: jax.jit traces an inner function once per signature (its cache is keyed on the
-pytree structure -- which holds every NamedArray's axes --, avals and static args). That
-inner function traces the user's function to a jaxpr, runs the passes (sharding
-constraints from the axis mapping, ...) through the shared interpreter and evaluates the
-result. Cached calls go straight to jax.jit's dispatch: namax adds one context lookup.
+A call splits its arguments once (:func:`namax.arguments.split_call`: array leaves are
+traced, everything else is static) and calls one ``jax.jit`` object per partitioning
+with ``(key, *array leaves per argument)``. On a cache miss ``jax.jit`` traces
+:func:`namax.driver.run`, the one driver: the user's function is traced once on dense
+logical values and the pass list runs on its jaxpr. ``.lower()`` and ``.trace()`` go
+through the same split and the same jit object, so they show exactly what a call runs.
 """
 
 from __future__ import annotations
@@ -12,33 +13,17 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-import equinox as eqx
 import jax
 from jax.sharding import Mesh
 
-from .partitioning import _CURRENT, Partitioning, ResourceMapping, auto_twin, current_partitioning, resolve_mesh
-from .passes import implicit as implicit_pass
-from .passes import pipeline
+from .arguments import CallKey, StaticOut, join_call, split_call, unwrap_static_outputs
+from .driver import Config, InAxisResources, collect_inputs
+from .partitioning import _CURRENT, Partitioning, ResourceMapping, current_partitioning, resolve_mesh
 from .passes.stablehlo import annotated
-from .infer import leaf_names
-
-InAxisResources = Union[None, ResourceMapping, Mapping[int, ResourceMapping]]
 
 
-class _Static:
-    """Hashable holder for the non-array leaves of the arguments (Equinox-style filtering)."""
-
-    __slots__ = ("treedef", "leaves", "_hash")
-
-    def __init__(self, treedef, leaves):
-        self.treedef, self.leaves = treedef, tuple(leaves)
-        self._hash = hash((treedef, self.leaves))
-
-    def __hash__(self):
-        return self._hash
-
-    def __eq__(self, other):
-        return isinstance(other, _Static) and self.treedef == other.treedef and self.leaves == other.leaves
+def _as_tuple(x: Union[int, str, Sequence[Any]]) -> tuple:
+    return (x,) if isinstance(x, (int, str)) else tuple(x)
 
 
 class NamedJit:
@@ -48,25 +33,31 @@ class NamedJit:
                  in_axis_resources: InAxisResources = None, out_axis_resources: Optional[ResourceMapping] = None,
                  mesh: Optional[Mesh] = None, static_argnums: Union[int, Sequence[int]] = (),
                  static_argnames: Union[str, Sequence[str]] = (), donate_argnums: Union[int, Sequence[int]] = (),
-                 donate_argnames: Union[str, Sequence[str]] = (), in_axes: Optional[Sequence[Any]] = None):
+                 donate_argnames: Union[str, Sequence[str]] = (), in_axes: Optional[Sequence[Any]] = None,
+                 out_axes: Optional[str] = None, implicit: str = "dense", explicit_sharding: bool = False):
         functools.update_wrapper(self, fn)
-        self.in_axes = in_axes
         self.fn = fn
+        self.in_axes = in_axes
         self.axis_resources = None if axis_resources is None else dict(axis_resources)
         self.in_axis_resources = in_axis_resources
         self.out_axis_resources = out_axis_resources
         self.mesh = mesh
-        self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
-        self.static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
-        self.donate_argnums = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
-        self.donate_argnames = (donate_argnames,) if isinstance(donate_argnames, str) else tuple(donate_argnames)
+        self.out_axes = out_axes
+        self.implicit = implicit
+        self.explicit_sharding = explicit_sharding
+        self.static_argnums = _as_tuple(static_argnums)
+        self.static_argnames = _as_tuple(static_argnames)
+        self.donate_argnums = _as_tuple(donate_argnums)
+        self.donate_argnames = _as_tuple(donate_argnames)
+        overlap = set(self.static_argnums) & set(self.donate_argnums)
+        if overlap:
+            raise ValueError(f"namedjit: argument {min(overlap)} is both static (static_argnums) and donated "
+                             "(donate_argnums); a static argument has no buffer to donate")
+        Config(implicit=implicit, out_axes=out_axes)  # validates the options now, not at the first call
         self._traces = 0
         self._jits: dict[Any, Callable] = {}
         self._by_context: dict[Any, Callable] = {}
-        self._filtered = False
-        # unconfigured (no mapping, in_axes, ...): outside an axis_mapping context a call is
-        # just the jax.jit call
-        self._fast = self._jit_for(None) if self._unconfigured else None
+        self._static_outputs: set = set()
 
     # --- which partitioning applies -----------------------------------------------------
     def _partitioning(self) -> Optional[Partitioning]:
@@ -75,63 +66,52 @@ class NamedJit:
         if mapping is None and ctx is not None:
             mapping = ctx.as_dict()
         if mapping is None and self.in_axis_resources is None and self.out_axis_resources is None:
-            return None if self.in_axes is None else Partitioning.make({}, None)
+            return None
         mesh = resolve_mesh(self.mesh or (ctx.mesh if ctx is not None else None))
         if mesh is None:
-            return None if self.in_axes is None else Partitioning.make({}, None)
+            return None
         return Partitioning.make(mapping or {}, mesh)
+
+    def config(self, part: Optional[Partitioning]) -> Config:
+        """The driver's configuration for a partitioning (None: no sharding pass)."""
+        return Config(in_axes=self.in_axes, mapping=None if part is None else part.as_dict(),
+                      mesh=None if part is None else part.mesh, in_axis_resources=self.in_axis_resources,
+                      out_mapping=self.out_axis_resources, implicit=self.implicit, out_axes=self.out_axes,
+                      explicit_sharding=self.explicit_sharding)
 
     # --- the traced inner function ------------------------------------------------------
     @property
     def trace_count(self) -> int:
         """How many times the function was traced (once per new signature or partitioning)."""
-        return self._traces + sum(r._traces for r in self._filtered_runner_cache.values())
+        return self._traces
 
-    def _impl(self, part: Optional[Partitioning], *args, **kwargs):
+    def _traced(self, config: Config, key: CallKey, *dyn_args: Any, **dyn_kwargs: Any) -> Any:
+        from .driver import run
+
         self._traces += 1
-        fn = implicit_pass.auto(self.fn) if implicit_pass.has_implicit((args, kwargs)) else self.fn
-        if part is None:
-            return fn(*args, **kwargs)
-        mapping = part.as_dict()
-        config = pipeline.PassConfig(
-            mapping=mapping, mesh=None if part.mesh is None else auto_twin(part.mesh),
-            out_mapping=self.out_axis_resources if self.out_axis_resources is not None else mapping,
-            solve_names=self.in_axes is not None)
-        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-        return pipeline.run(fn, leaves, treedef, self._given_names(args, kwargs),
-                            self._input_mappings(args, kwargs, mapping), config)
-
-    def _given_names(self, args, kwargs) -> list:
-        """Names per flattened leaf of (args, kwargs): NamedArray axes, else ``in_axes``."""
-        if self.in_axes is None:
-            return pipeline.leaf_names((args, kwargs))
-        try:
-            return leaf_names(args, kwargs, self.in_axes)
-        except ValueError as e:
-            raise ValueError(f"namedjit: {e}") from None
-
-    def _input_mappings(self, args, kwargs, mapping) -> list[ResourceMapping]:
-        """One mapping per flattened leaf of (args, kwargs), from ``in_axis_resources``."""
-        iar = self.in_axis_resources
-        per_arg = isinstance(iar, Mapping) and iar and all(isinstance(k, int) for k in iar)
-        out: list[ResourceMapping] = []
-        for i, a in enumerate(args):
-            m = iar.get(i, mapping) if per_arg else (iar if iar is not None else mapping)
-            out.extend([m] * len(jax.tree_util.tree_leaves(a)))
-        m = mapping if per_arg else (iar if iar is not None else mapping)
-        out.extend([m] * len(jax.tree_util.tree_leaves(kwargs)))
+        args, kwargs = join_call(key, dyn_args, dyn_kwargs)
+        out = run(self.fn, args, kwargs, config)
+        if any(isinstance(x, StaticOut) for x in jax.tree_util.tree_leaves(
+                out, is_leaf=lambda x: isinstance(x, StaticOut))):
+            self._static_outputs.add(key)
         return out
 
     def _jit_for(self, part: Optional[Partitioning]) -> Callable:
         fn = self._jits.get(part)
         if fn is None:
-            fn = jax.jit(functools.partial(self._impl, part), static_argnums=self.static_argnums,
-                         static_argnames=self.static_argnames, donate_argnums=self.donate_argnums,
+            config = self.config(part)
+
+            def traced(key: CallKey, *dyn_args: Any, **dyn_kwargs: Any) -> Any:
+                return self._traced(config, key, *dyn_args, **dyn_kwargs)
+
+            traced.__name__ = getattr(self.fn, "__name__", "fn")  # the lowered module's name
+            traced.__qualname__ = getattr(self.fn, "__qualname__", traced.__name__)
+            fn = jax.jit(traced, static_argnums=0,
+                         donate_argnums=tuple(i + 1 for i in self.donate_argnums),
                          donate_argnames=self.donate_argnames)
             self._jits[part] = fn
         return fn
 
-    # --- calling -------------------------------------------------------------------------
     def _current_jit(self) -> Callable:
         """The jax.jit object for the partitioning in force (memoized on the contexts)."""
         ctx = current_partitioning()
@@ -149,105 +129,122 @@ class NamedJit:
 
     @functools.cached_property
     def _unconfigured(self) -> bool:
-        return self.axis_resources is None and self.in_axis_resources is None and \
-            self.out_axis_resources is None and self.in_axes is None
+        return self.axis_resources is None and self.in_axis_resources is None and self.out_axis_resources is None
 
-    def __call__(self, *args, **kwargs):
-        # the common case first, with as few Python steps as possible
-        if self._fast is not None and _CURRENT.get() is None:
-            try:
-                return self._fast(*args, **kwargs)
-            except TypeError as e:
-                if "as an abstract array" not in str(e) and "not a valid JAX type" not in str(e):
-                    raise
-                self._fast = None
-                self._filtered = True
-        jitted = self._current_jit()
-        if not self._filtered:
-            try:
-                return jitted(*args, **kwargs)
-            except TypeError as e:
-                if "as an abstract array" not in str(e) and "not a valid JAX type" not in str(e):
-                    raise
-                self._filtered = True
-        return self._call_filtered(jitted, args, kwargs)
+    # --- calling -------------------------------------------------------------------------
+    def _split(self, args: tuple, kwargs: dict) -> tuple[CallKey, list, dict]:
+        if self.in_axes is not None and len(tuple(self.in_axes)) != len(args):
+            raise ValueError(f"namedjit: in_axes has {len(tuple(self.in_axes))} entries for {len(args)} positional "
+                             f"arguments (it takes one entry per argument): {self.in_axes!r}")
+        return split_call(args, kwargs, self.static_argnums, self.static_argnames)
 
-    def _call_filtered(self, jitted, args, kwargs):
-        # Non-array leaves (functions, strings inside modules) become one static argument.
-        static_pos = set(self.static_argnums)
-        dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
-        dyn, static = eqx.partition((dyn_args, kwargs), eqx.is_array)
-        s_leaves, s_def = jax.tree_util.tree_flatten(static)
-        key = _Static(s_def, s_leaves)
-        runner = self._filtered_runner(jitted)
-        return runner(dyn, key, tuple(args[i] for i in sorted(static_pos)))
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key, dyn_args, dyn_kwargs = self._split(args, kwargs)
+        jitted = self._plain if _CURRENT.get() is None and self._unconfigured else self._current_jit()
+        out = jitted(key, *dyn_args, **dyn_kwargs)
+        return unwrap_static_outputs(out) if key in self._static_outputs else out
 
-    @functools.cached_property
-    def _filtered_runner_cache(self) -> dict:
-        return {}
-
-    def _filtered_runner(self, jitted) -> Callable:
-        runner = self._filtered_runner_cache.get(id(jitted))
-        if runner is None:
-            static_pos = sorted(self.static_argnums)
-            fn = self.fn
-
-            def call(dyn, key: _Static, statics):
-                static = jax.tree_util.tree_unflatten(key.treedef, key.leaves)
-                (dyn_args, kwargs) = eqx.combine(dyn, static)
-                args = list(dyn_args)
-                for pos, val in zip(static_pos, statics):
-                    args.insert(pos, val)
-                return fn(*args, **kwargs)
-
-            inner = NamedJit(call, axis_resources=self.axis_resources, in_axis_resources=None,
-                             out_axis_resources=self.out_axis_resources, mesh=self.mesh, static_argnums=(1, 2))
-            runner = inner
-            self._filtered_runner_cache[id(jitted)] = runner
-        return runner
-
-    def lower(self, *args, **kwargs) -> jax.stages.Lowered:
-        """Lower to annotated StableHLO: ``.as_text()`` shows it, ``.compile()`` compiles it.
+    def lower(self, *args: Any, **kwargs: Any) -> "Lowered":
+        """Lower to annotated StableHLO: ``.as_text()`` shows it, ``.compile()`` compiles it
+        (the compiled program takes the same arguments as the function).
 
         The module is a clone of JAX's lowering after the StableHLO pass
         (:mod:`namax.passes.stablehlo`): producers, arguments and results carry their
-        axis names; ``.annotation_report`` on the returned object is not available
-        (``Lowered`` has slots), use :meth:`lower_with_report` for it.
+        axis names. :meth:`lower_with_report` also returns what was named.
         """
         return self.lower_with_report(*args, **kwargs)[0]
 
-    def lower_with_report(self, *args, **kwargs):
+    def lower_with_report(self, *args: Any, **kwargs: Any) -> tuple["Lowered", Any]:
         """``(annotated Lowered, AnnotationReport)``."""
-        lowered = self._current_jit().lower(*args, **kwargs)
-        static = set(self.static_argnums)
-        dyn_args = tuple(a for i, a in enumerate(args) if i not in static)
-        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
-        arg_names = self._given_names(dyn_args, dyn_kwargs)
+        key, dyn_args, dyn_kwargs = self._split(args, kwargs)
+        jitted = self._current_jit()
+        lowered = jitted.lower(key, *dyn_args, **dyn_kwargs)
+        arg_names = self.argument_names(args, kwargs, jitted)
         kept = lowered._lowering.compile_args.get("kept_var_idx")
         if kept is not None and len(kept) != len(arg_names):
             arg_names = [n for i, n in enumerate(arg_names) if i in kept]
-        result_names = pipeline.leaf_names(lowered.out_info)
-        return annotated(lowered, arg_names, result_names)
+        from .driver import output_names
 
-    def trace(self, *args, **kwargs) -> jax.stages.Traced:
+        result_names = output_names(lowered.out_info)
+        annotated_lowered, report = annotated(lowered, arg_names, result_names)
+        return Lowered(annotated_lowered, self, key, original=lowered), report
+
+    def argument_names(self, args: tuple, kwargs: dict, jitted: Optional[Callable] = None) -> list:
+        """Axis names per array leaf the compiled program takes (in ``jax.jit``'s order)."""
+        part = self._partitioning() if jitted is None or jitted is not self._plain else None
+        inputs = collect_inputs(args, kwargs, self.config(part))
+        return inputs.leaf_names
+
+    def trace(self, *args: Any, **kwargs: Any) -> jax.stages.Traced:
         """``jax.jit(...).trace``: the traced program (``.jaxpr``) after namax's passes."""
-        return self._current_jit().trace(*args, **kwargs)
+        key, dyn_args, dyn_kwargs = self._split(args, kwargs)
+        return self._current_jit().trace(key, *dyn_args, **dyn_kwargs)
 
 
-def namedjit(fn: Optional[Callable] = None, **kwargs) -> Union[NamedJit, Callable[[Callable], NamedJit]]:
+class Lowered:
+    """``jax.stages.Lowered`` of a namedjit call (every attribute is the Lowered's);
+    :meth:`compile` gives a program called with the function's own arguments."""
+
+    def __init__(self, lowered: jax.stages.Lowered, owner: NamedJit, key: CallKey,
+                 original: Optional[jax.stages.Lowered] = None):
+        self.lowered, self._owner, self._key = lowered, owner, key
+        self.original = original if original is not None else lowered
+        """JAX's own lowering, before the StableHLO annotation pass."""
+
+    def compile(self, *args: Any, **kwargs: Any) -> "Compiled":
+        return Compiled(self.lowered.compile(*args, **kwargs), self._owner, self._key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lowered, name)
+
+
+class Compiled:
+    """``jax.stages.Compiled`` of a namedjit call, called with the function's own arguments."""
+
+    def __init__(self, compiled: jax.stages.Compiled, owner: NamedJit, key: CallKey):
+        self.compiled, self._owner, self._key = compiled, owner, key
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key, dyn_args, dyn_kwargs = self._owner._split(args, kwargs)
+        if key != self._key:
+            raise TypeError("namedjit: this program was compiled for arguments with other static parts or "
+                            "structure (lower and compile again for these arguments)")
+        return unwrap_static_outputs(self.compiled(*dyn_args, **dyn_kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.compiled, name)
+
+
+def namedjit(fn: Optional[Callable] = None, **kwargs: Any) -> Union[NamedJit, Callable[[Callable], NamedJit]]:
     """``jax.jit`` for named code: names become shardings under an axis mapping.
 
-    Arguments may be pytrees of NamedArrays, Equinox modules and plain arrays; outputs
-    come back with their names. Options (all optional): ``axis_resources`` (axis name ->
-    mesh axis, else the active :func:`namax.axis_mapping`), ``in_axis_resources`` (a
-    mapping for the inputs, or ``{argnum: mapping}``), ``out_axis_resources``, ``mesh``
-    (else the active ``jax.set_mesh`` mesh or the mapping context's), ``static_argnums``,
-    ``static_argnames``, ``donate_argnums``, ``donate_argnames``.
+    Arguments may be pytrees of NamedArrays, Equinox modules, implicit arrays and plain
+    arrays. As in Equinox's ``filter_jit``, array leaves are traced and every other leaf
+    (functions, strings, Python numbers) is static. The function's outputs come back as it
+    returns them: NamedArrays stay named, plain arrays stay plain.
+
+    Options (all optional): ``axis_resources`` (axis name -> mesh axis, else the active
+    :func:`namax.axis_mapping`), ``in_axis_resources`` (a mapping for the inputs, or
+    ``{argnum: mapping}``), ``out_axis_resources``, ``mesh`` (else the active
+    ``jax.set_mesh`` mesh or the mapping context's), ``in_axes`` (names for plain array
+    arguments: the names pass then names every value), ``out_axes="infer"`` (plain
+    outputs whose every dim got a name come back as NamedArrays), ``implicit``
+    (``"dense"``: LoRA/int4 arguments reach the function as dense arrays and the implicit
+    pass rewrites their uses; ``"pytree"``: they reach it as they are, for code that calls
+    ``use_implicit_args`` itself, such as ``jax.grad(use_implicit_args(loss))``),
+    ``explicit_sharding`` (under an Explicit mesh, let JAX's sharding-in-types place the
+    values inside, for code that uses ``out_sharding=`` or ``reshard`` itself; names place
+    only inputs and outputs), ``static_argnums``, ``static_argnames``, ``donate_argnums``,
+    ``donate_argnames``.
 
     >>> import namax as nx
     >>> f = namedjit(lambda x: nx.sum(x * 2, "b"))
     >>> float(f(nx.ones(nx.Axis("b", 3))).array)
     6.0
+    >>> import jax.numpy as jnp
+    >>> g = namedjit(lambda x, w: x @ w, in_axes=(("batch", "embed"), ("embed", "mlp")))
+    >>> type(g(jnp.ones((2, 3)), jnp.ones((3, 4)))).__name__      # plain in, plain out
+    'ArrayImpl'
     """
     if fn is None:
         return functools.partial(namedjit, **kwargs)

@@ -42,7 +42,12 @@ from .named import NamedArray, _axes_str
 
 @dataclasses.dataclass(frozen=True)
 class DotLayout:
-    """One backend's row of the layout table (see the module docstring)."""
+    """One backend's row of the layout table (see the module docstring).
+
+    >>> row = LAYOUTS["cpu"]
+    >>> row.weight_out_first, row.vocab_first, row.skinny_rows, row.measured
+    (True, True, 16, True)
+    """
 
     weight_out_first: bool
     vocab_first: bool
@@ -170,7 +175,12 @@ DimensionNumbers = tuple[tuple[tuple[int, ...], tuple[int, ...]], tuple[tuple[in
 @dataclasses.dataclass(frozen=True)
 class DotPlan:
     """How to emit a two-operand contraction: swap the operands?, dims, result order, and
-    whether the transpose to the wanted order must sit behind an ``optimization_barrier``."""
+    whether the transpose to the wanted order must sit behind an ``optimization_barrier``.
+
+    >>> plan = dot_operands(("batch", "in"), ("out", "in"), ["in"], ["batch", "out"], backend="cpu")
+    >>> plan.dimension_numbers, plan.produced
+    ((((1,), (1,)), ((), ())), ('batch', 'out'))
+    """
 
     swap: bool
     dimension_numbers: DimensionNumbers

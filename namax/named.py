@@ -96,12 +96,26 @@ class NamedArray:
         return self.size * jnp.dtype(self.dtype).itemsize
 
     def has_axis(self, axis: AxisSelection) -> bool:
-        """True if every axis in ``axis`` is present (by name)."""
+        """True if every axis in ``axis`` is present (by name).
+
+        >>> x = named(jnp.zeros((2, 3)), ("batch", "embed"))
+        >>> x.has_axis("embed"), x.has_axis(("batch", "mlp"))
+        (True, False)
+        """
         names = self.axis_names
         return all(axis_name(a) in names for a in ensure_tuple(axis))
 
     def axis_index(self, axis: AxisSelector) -> int:
-        """The position of ``axis``; raises a ValueError naming the axes present."""
+        """The position of ``axis``; raises a ValueError naming the axes present.
+
+        >>> x = named(jnp.zeros((2, 3)), ("batch", "embed"))
+        >>> x.axis_index("embed")
+        1
+        >>> x.axis_index("mlp")
+        Traceback (most recent call last):
+        ...
+        ValueError: Axis 'mlp' not found in array with axes (batch:2, embed:3)
+        """
         name = axis_name(axis)
         for i, ax in enumerate(self.axes):
             if ax.name == name:
@@ -114,13 +128,21 @@ class NamedArray:
         raise ValueError(f"Axis {name!r} not found in array with axes {_axes_str(self.axes)}")
 
     def resolve_axis(self, axis: AxisSelection):
-        """The Axis (or tuple of Axes) with these names, sizes filled in from the array."""
+        """The Axis (or tuple of Axes) with these names, sizes filled in from the array.
+
+        >>> named(jnp.zeros((2, 3)), ("batch", "embed")).resolve_axis(("embed", "batch"))
+        (Axis('embed', 3), Axis('batch', 2))
+        """
         if isinstance(axis, (Axis, str)):
             return self.axes[self.axis_index(axis)]
         return tuple(self.axes[self.axis_index(a)] for a in axis)
 
     def axis_size(self, axis: AxisSelector) -> int:
-        """The size of one axis, by name or Axis."""
+        """The size of one axis, by name or Axis.
+
+        >>> named(jnp.zeros((2, 3)), ("batch", "embed")).axis_size("embed")
+        3
+        """
         return self.axes[self.axis_index(axis)].size
 
     def item(self):
@@ -287,7 +309,12 @@ def _axes_str(axes: Sequence[Axis]) -> str:
 
 
 def wrap(array: jax.Array, axes: Sequence[Axis]) -> NamedArray:
-    """Tag ``array`` with the names of ``axes`` (a ``named_axes`` eqn) and wrap it."""
+    """Tag ``array`` with the names of ``axes`` (a ``named_axes`` eqn) and wrap it.
+
+    >>> import jax
+    >>> jax.make_jaxpr(lambda a: wrap(a, (Axis("batch", 2),)).array)(jnp.zeros(2)).eqns[0].params
+    {'axes': ('batch',)}
+    """
     axes = tuple(axes)
     return NamedArray(tag(array, [a.name for a in axes]), axes)
 
@@ -314,12 +341,22 @@ def named(array: Any, axes: AxisSelection) -> NamedArray:
 
 
 def is_named(x: Any) -> bool:
-    """True for a NamedArray."""
+    """True for a NamedArray.
+
+    >>> import jax.numpy as jnp
+    >>> is_named(named(jnp.zeros(2), "batch")), is_named(jnp.zeros(2))
+    (True, False)
+    """
     return isinstance(x, NamedArray)
 
 
 def is_scalarish(x: Any) -> bool:
-    """Python numbers, numpy scalars and 0-d arrays: values that broadcast with no axes."""
+    """Python numbers, numpy scalars and 0-d arrays: values that broadcast with no axes.
+
+    >>> import jax.numpy as jnp
+    >>> is_scalarish(2.0), is_scalarish(jnp.zeros(())), is_scalarish(jnp.zeros(3))
+    (True, True, False)
+    """
     if isinstance(x, (numbers.Number, np.generic)):
         return True
     return getattr(x, "ndim", None) == 0 and not isinstance(x, NamedArray)
@@ -330,6 +367,10 @@ def align(x: NamedArray, axes: Sequence[Axis]) -> jax.Array:
 
     The result broadcasts against an array laid out as ``axes``. ``x`` may not have axes
     outside ``axes``.
+
+    >>> B, E, M = Axis("batch", 2), Axis("embed", 3), Axis("mlp", 4)
+    >>> align(named(jnp.zeros((3, 2)), (E, B)), (B, M, E)).shape
+    (2, 1, 3)
     """
     names = [a.name for a in axes]
     own = x.axis_names
@@ -359,6 +400,11 @@ def broadcast_arrays(*xs: Any, what: str = "operands") -> tuple[tuple[Axis, ...]
 
     Returns the union axes and the raw arrays ready for a jnp elementwise op. Plain arrays
     with dimensions raise: positional axes never broadcast silently.
+
+    >>> a, b = named(jnp.zeros(2), "batch"), named(jnp.zeros(3), "embed")
+    >>> axes, raw = broadcast_arrays(a, b, 1.0)
+    >>> axes, [getattr(r, "shape", r) for r in raw]
+    ((Axis('batch', 2), Axis('embed', 3)), [(2, 1), (1, 3), 1.0])
     """
     named_ops = [x for x in xs if isinstance(x, NamedArray)]
     for x in xs:
@@ -375,7 +421,12 @@ def broadcast_arrays(*xs: Any, what: str = "operands") -> tuple[tuple[Axis, ...]
 
 
 def binary(fn: Callable, a: Any, b: Any) -> Any:
-    """Apply a jnp binary elementwise function, broadcasting NamedArrays by name."""
+    """Apply a jnp binary elementwise function, broadcasting NamedArrays by name.
+
+    >>> a, b = named(jnp.arange(2), "batch"), named(jnp.arange(3), "embed")
+    >>> binary(jnp.add, a, b).array.tolist()
+    [[0, 1, 2], [1, 2, 3]]
+    """
     if not isinstance(a, NamedArray) and not isinstance(b, NamedArray):
         return fn(a, b)
     axes, (ra, rb) = broadcast_arrays(a, b)
@@ -383,7 +434,11 @@ def binary(fn: Callable, a: Any, b: Any) -> Any:
 
 
 def unary(fn: Callable, x: Any, *args, **kwargs) -> Any:
-    """Apply a jnp elementwise function to a NamedArray (or a plain array)."""
+    """Apply a jnp elementwise function to a NamedArray (or a plain array).
+
+    >>> unary(jnp.square, named(jnp.arange(3), "embed")).array.tolist()
+    [0, 1, 4]
+    """
     if isinstance(x, NamedArray):
         return wrap(fn(x.array, *args, **kwargs), x.axes)
     return fn(x, *args, **kwargs)

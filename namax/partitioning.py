@@ -27,7 +27,14 @@ ResourceMapping = Mapping[str, MeshAxes]
 
 @dataclasses.dataclass(frozen=True)
 class Partitioning:
-    """A frozen (hashable) axis mapping plus the mesh it refers to (None: the active mesh)."""
+    """A frozen (hashable) axis mapping plus the mesh it refers to (None: the active mesh).
+
+    >>> p = Partitioning.make({"batch": "data", "mlp": ("data", "model")})
+    >>> p.mapping
+    (('batch', 'data'), ('mlp', ('data', 'model')))
+    >>> p.as_dict() == {"batch": "data", "mlp": ("data", "model")}
+    True
+    """
 
     mapping: tuple[tuple[str, MeshAxes], ...]
     mesh: Optional[Mesh] = None
@@ -70,18 +77,39 @@ def axis_mapping(mapping: ResourceMapping, *, mesh: Optional[Mesh] = None, merge
 
 
 def current_partitioning() -> Optional[Partitioning]:
-    """The innermost :func:`axis_mapping`, or None."""
+    """The innermost :func:`axis_mapping`, or None.
+
+    >>> current_partitioning() is None
+    True
+    >>> with axis_mapping({"batch": "data"}):
+    ...     current_partitioning().mapping
+    (('batch', 'data'),)
+    """
     return _CURRENT.get()
 
 
 def current_axis_mapping() -> Optional[dict[str, MeshAxes]]:
-    """The innermost :func:`axis_mapping` as a dict, or None."""
+    """The innermost :func:`axis_mapping` as a dict, or None.
+
+    >>> with axis_mapping({"batch": "data"}), axis_mapping({"mlp": "model"}, merge=True):
+    ...     current_axis_mapping()
+    {'batch': 'data', 'mlp': 'model'}
+    """
     p = _CURRENT.get()
     return None if p is None else p.as_dict()
 
 
 def resolve_mesh(mesh: Optional[Mesh] = None) -> Optional[Mesh]:
-    """``mesh``, else the active ``jax.set_mesh`` mesh, else None."""
+    """``mesh``, else the active ``jax.set_mesh`` mesh, else None.
+
+    >>> import numpy as np, jax
+    >>> resolve_mesh() is None
+    True
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> with jax.set_mesh(mesh):
+    ...     resolve_mesh().axis_names
+    ('data',)
+    """
     if mesh is not None:
         return mesh
     m = jax.sharding.get_mesh()
@@ -91,14 +119,28 @@ def resolve_mesh(mesh: Optional[Mesh] = None) -> Optional[Mesh]:
 
 
 def auto_twin(mesh: Mesh) -> Mesh:
-    """The same devices and axis names with every axis of type Auto (for sharding constraints)."""
+    """The same devices and axis names with every axis of type Auto (for sharding constraints).
+
+    >>> import numpy as np, jax
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(AxisType.Explicit,))
+    >>> auto_twin(mesh).axis_types
+    (Auto,)
+    """
     if all(t == AxisType.Auto for t in mesh.axis_types):
         return mesh
     return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
 class ShardingError(ValueError):
-    """A name mapped to a missing mesh axis, a size that does not divide, a mesh axis used twice."""
+    """A name mapped to a missing mesh axis, a size that does not divide, a mesh axis used twice.
+
+    >>> import numpy as np, jax
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> pspec_for(("batch",), (8,), {"batch": "model"}, mesh)
+    Traceback (most recent call last):
+    ...
+    namax.partitioning.ShardingError: axis 'batch' is mapped to mesh axis 'model', but the mesh has axes ('data',)
+    """
 
 
 def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: ResourceMapping, mesh: Mesh, *,
@@ -112,8 +154,8 @@ def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: Res
 
     >>> import numpy as np, jax
     >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    >>> pspec_for(("batch", "embed"), (8, 4), {"batch": "data"}, mesh)
-    PartitionSpec('data', None)
+    >>> pspec_for(("batch", "embed"), (8, 4), {"batch": "data"}, mesh)  # trailing Nones dropped
+    P('data',)
     """
     shape = dict(zip(mesh.axis_names, mesh.devices.shape))
     used: dict[str, str] = {}
@@ -155,7 +197,14 @@ def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: Res
 
 
 def sharding_for(x: NamedArray, mapping: Optional[ResourceMapping] = None, mesh: Optional[Mesh] = None) -> NamedSharding:
-    """The NamedSharding of a NamedArray under ``mapping`` (default: the current one)."""
+    """The NamedSharding of a NamedArray under ``mapping`` (default: the current one).
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> x = nx.zeros(nx.make_axes(batch=4, embed=2))
+    >>> sharding_for(x, {"batch": "data"}, mesh).spec
+    P('data',)
+    """
     mapping, mesh = _mapping_and_mesh(mapping, mesh)
     spec = pspec_for(x.axis_names, [a.size for a in x.axes], mapping, mesh, what="array")
     return NamedSharding(mesh, spec)
@@ -178,6 +227,13 @@ def shard(tree: Any, mapping: Optional[ResourceMapping] = None, mesh: Optional[M
 
     Outside jit this is ``jax.device_put``; inside a traced function it is a sharding
     constraint.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> params = {"w": nx.zeros(nx.make_axes(embed=4, mlp=2)), "step": jax.numpy.zeros(())}
+    >>> placed = shard(params, {"embed": "data"}, mesh)
+    >>> placed["w"].array.sharding.spec, placed["step"].sharding.spec
+    (P('data',), P())
     """
     mapping, mesh = _mapping_and_mesh(mapping, mesh)
 
@@ -206,6 +262,13 @@ def fsdp(fn: Callable, parameter_mapping: ResourceMapping, compute_mapping: Reso
     sharded by ``parameter_mapping`` (typically ``{"embed": "data"}``); the
     computation inside runs under ``compute_mapping`` (typically ``{"batch": "data"}``),
     so XLA all-gathers each parameter where it is used and reduce-scatters its gradient.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> Batch, Embed = nx.make_axes(batch=4, embed=2)
+    >>> step = fsdp(lambda w, x: w * x, {"embed": "data"}, {"batch": "data"}, mesh=mesh)
+    >>> step(nx.ones(Embed), nx.ones((Batch, Embed))).axes
+    (Axis('embed', 2), Axis('batch', 4))
     """
     from .jit import namedjit
 

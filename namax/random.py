@@ -118,7 +118,13 @@ def truncated_normal(
 
 
 def gumbel(key: jax.Array, shape: AxisSpec, dtype: Any = jnp.float32) -> NamedArray:
-    """Standard Gumbel samples with the given axes."""
+    """Standard Gumbel samples with the given axes.
+
+    >>> import jax, namax as nx
+    >>> g = nx.random.gumbel(jax.random.key(0), nx.make_axes(batch=2, vocab=3))
+    >>> g.axes, g.dtype
+    ((Axis('batch', 2), Axis('vocab', 3)), dtype('float32'))
+    """
     axes = _shape(shape, "gumbel")
     return wrap(jax.random.gumbel(key, _sizes(axes), dtype), axes)
 

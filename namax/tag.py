@@ -67,7 +67,11 @@ def _batch(axis_data, args, dims, *, axes):
 
 
 def attribute_text(axes: Sequence[Optional[str]]) -> str:
-    """The attribute value for ``axes``: names joined by commas, ``_`` for unnamed."""
+    """The attribute value for ``axes``: names joined by commas, ``_`` for unnamed.
+
+    >>> attribute_text(("batch", None, "embed"))
+    'batch,_,embed'
+    """
     return ",".join(UNNAMED if a is None else a for a in axes)
 
 

@@ -71,8 +71,9 @@ def test_lora_gradients_for_a_and_b(data):
     def loss(p, x):
         return nx.mean(layer(p, x) ** 2).array
 
-    # as in Qax: make the loss implicit-aware first, then differentiate (w.r.t. a and b)
-    grads = nx.namedjit(jax.grad(use_implicit_args(loss)))(lp, x)
+    # as in Qax: make the loss implicit-aware first, then differentiate (w.r.t. a and b);
+    # implicit="pytree" hands the LoRA weights to such code as they are
+    grads = nx.namedjit(jax.grad(use_implicit_args(loss)), implicit="pytree")(lp, x)
     assert isinstance(grads["w"].array, LoraWeight)
     lw = lp["w"].array
 
@@ -116,7 +117,8 @@ def test_plain_code_with_lora_named_by_in_axes():
     x = jnp.ones((8, 16))
     w = jax.random.normal(jax.random.PRNGKey(0), (16, 32))
     p = lora.wrap({"w": w}, rank=4, key=jax.random.PRNGKey(1))
-    f = nx.namedjit(lambda x, p: jnp.tanh(x @ p["w"]), in_axes=(("batch", "embed"), {"w": ("embed", "mlp")}))
+    f = nx.namedjit(lambda x, p: jnp.tanh(x @ p["w"]), in_axes=(("batch", "embed"), {"w": ("embed", "mlp")}),
+                    out_axes="infer")
     out = f(x, p)
     assert out.axis_names == ("batch", "mlp")
     np.testing.assert_allclose(out.array, jnp.tanh(x @ w), rtol=1e-5, atol=1e-6)

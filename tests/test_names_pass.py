@@ -253,7 +253,7 @@ def test_cond_branches_unify():
     def f(p, x, w):
         return lax.cond(p, lambda x, w: x @ w, lambda x, w: tag(jnp.zeros((B, M)), ("batch", "mlp")) + x.sum() * 0, x, w)
 
-    r = infer_names(f, True, jnp.ones((B, E)), jnp.ones((E, M)))
+    r = infer_names(f, jnp.array(True), jnp.ones((B, E)), jnp.ones((E, M)))  # a Python bool would be static
     assert r.out_names == [("batch", "mlp")]
     assert _inner_dot_names(r, "cond") == [("batch", "mlp")]
     assert r.in_names[1] == ("batch", None)
@@ -382,8 +382,8 @@ def test_gather_take_and_indexing():
 def test_gather_gradient_scatter_add():
     table, ids = jnp.ones((7, E)), jnp.zeros((B,), jnp.int32)
     r = infer_names(jax.grad(lambda t, i: (t[i] ** 2).sum()), table, ids, in_axes=(("vocab", "embed"), ("batch",)))
-    # the cotangent's vocab dim is a fresh zeros array in the jaxpr: nothing ties it to the table
-    assert r.out_names == [(None, "embed")]
+    # the scatter-add is paired with the gather through their shared indices: the table's names
+    assert r.out_names == [("vocab", "embed")]
     (scatter,) = r.equations("scatter-add")
     assert scatter.in_names[2] == ("batch", "embed")
 

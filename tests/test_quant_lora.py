@@ -224,3 +224,96 @@ def test_bad_inputs():
         qax.lora.wrap({"w": w}, 4, jax.random.key(0))
     with pytest.raises(ValueError, match="has no array fields"):
         qax.utils.freeze_keys(optax.sgd(1.0), LoraWeight, ["q"])
+
+
+
+def _opt_setup():
+    """Params with a LoRA weight, biases and a layernorm scale, and gradients nonzero everywhere."""
+    params = {"dense": jax.random.normal(jax.random.key(9), (4, 3)), "bias": jnp.zeros(3),
+              "norm": {"scale": jnp.ones(4)}, "layers": [{"bias": jnp.full(3, 0.5)}]}
+    lora = qax.lora.wrap(params, rank=2, key=jax.random.key(10))
+    lora["dense"] = LoraWeight(lora["dense"].w, lora["dense"].a, jnp.ones((3, 2)), alpha=2.0)  # b != 0: a moves too
+    x = jax.random.normal(jax.random.key(11), (5, 4))
+
+    @qax.use_implicit_args
+    def loss(p):
+        h = x * p["norm"]["scale"]
+        return jnp.sum(jnp.tanh(h @ p["dense"] + p["bias"] + p["layers"][0]["bias"]) ** 2)
+
+    grads = jax.grad(loss)(lora)
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree_util.tree_leaves(grads))
+    return lora, grads
+
+
+def _step(opt, params, grads):
+    state = opt.init(params)
+    updates, state = jax.jit(opt.update)(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+
+def _moved(before, after):
+    """Key path -> whether that leaf changed (frozen leaves must be bit-identical)."""
+    flat = jax.tree_util.tree_flatten_with_path(before)[0]
+    return {jax.tree_util.keystr(p): not np.array_equal(b, a)
+            for (p, b), a in zip(flat, jax.tree_util.tree_leaves(after))}
+
+
+FROZEN = {"['bias']": False, "['dense'].w": False, "['layers'][0]['bias']": False, "['norm']['scale']": False}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimizer_trains_only_lora_factors(name):
+    params, grads = _opt_setup()
+    make = {"sgd": lambda: optax.sgd(0.1), "adam": lambda: optax.adam(0.1), "adamw": lambda: optax.adamw(0.1)}
+    stepped, state = _step(qax.lora.optimizer(make[name]()), params, grads)
+    assert _moved(params, stepped) == {**FROZEN, "['dense'].a": True, "['dense'].b": True}
+    # optimizer state (adam's moments) only for a and b: frozen leaves carry none
+    state_size = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(state) if np.ndim(x) > 0)
+    n_factors = params["dense"].a.size + params["dense"].b.size
+    assert state_size == (0 if name == "sgd" else 2 * n_factors)
+
+
+def test_optimizer_trainable_names_and_predicates():
+    params, grads = _opt_setup()
+    lora = {"['dense'].a": True, "['dense'].b": True}
+    cases = [
+        (("bias",), {"['bias']": True, "['layers'][0]['bias']": True}),
+        ("bias", {"['bias']": True, "['layers'][0]['bias']": True}),
+        (["scale", "layers"], {"['norm']['scale']": True, "['layers'][0]['bias']": True}),
+        (lambda path, leaf: jax.tree_util.keystr(path) == "['bias']", {"['bias']": True}),
+        (lambda path, leaf: leaf.ndim == 1 and leaf.shape[0] == 4, {"['norm']['scale']": True}),
+        (lambda path, leaf: True, {"['bias']": True, "['layers'][0]['bias']": True, "['norm']['scale']": True}),
+        ((), {}),
+    ]
+    for trainable, trained in cases:
+        stepped, _ = _step(qax.lora.optimizer(optax.sgd(0.1), trainable=trainable), params, grads)
+        assert _moved(params, stepped) == {**FROZEN, **lora, **trained}, trainable  # w never trains
+    stepped, _ = _step(qax.lora.optimizer(optax.sgd(0.1), trainable=("bias",)), params, grads)
+    np.testing.assert_allclose(stepped["bias"], params["bias"] - 0.1 * grads["bias"], rtol=1e-6)
+
+
+def test_optimizer_predicate_sees_key_paths():
+    params, grads = _opt_setup()
+    seen = set()
+
+    def trainable(path, leaf):
+        seen.add((jax.tree_util.keystr(path), tuple(leaf.shape)))
+        return False
+
+    _step(qax.lora.optimizer(optax.sgd(0.1), trainable=trainable), params, grads)
+    assert seen == {("['bias']", (3,)), ("['layers'][0]['bias']", (3,)), ("['norm']['scale']", (4,))}
+
+
+def test_optimizer_bad_arguments():
+    params, grads = _opt_setup()
+    with pytest.raises(TypeError, match=r"trainable must be a predicate \(path, leaf\) -> bool or a sequence"):
+        qax.lora.optimizer(optax.sgd(0.1), trainable=3)
+    with pytest.raises(TypeError, match="trainable must be"):
+        qax.lora.optimizer(optax.sgd(0.1), trainable=[lambda p, l: True])
+    with pytest.raises(ValueError, match="trainable contains an empty name"):
+        qax.lora.optimizer(optax.sgd(0.1), trainable=("bias", ""))
+    with pytest.raises(TypeError, match="opt must be an optax.GradientTransformation"):
+        qax.lora.optimizer(optax.sgd)
+    opt = qax.lora.optimizer(optax.sgd(0.1), trainable=lambda path, leaf: jnp.all(leaf > 0))
+    with pytest.raises(TypeError, match=r"trainable\(path, leaf\) must return a Python bool, got .* at \['bias'\]"):
+        opt.init(params)

@@ -173,9 +173,14 @@ def test_plain_jnp_code_named_on_inputs_is_sharded():
     f = namedjit(plain_mlp, in_axes=(("batch", "embed"), ("embed", "mlp"), ("mlp", "embed")),
                  axis_resources={"batch": "data", "mlp": "model"}, mesh=auto_mesh())
     out = f(x, w1, w2)
-    # names travelled through the unmodified code to the output
+    # plain code gets plain outputs back, placed by the names that travelled to them
+    assert type(out) is type(x)
+    np.testing.assert_allclose(out, plain_mlp(x, w1, w2), rtol=1e-5, atol=1e-6)
+    assert out.sharding.spec == P("data")
+    named = namedjit(plain_mlp, in_axes=(("batch", "embed"), ("embed", "mlp"), ("mlp", "embed")),
+                     axis_resources={"batch": "data", "mlp": "model"}, mesh=auto_mesh(), out_axes="infer")
+    out = named(x, w1, w2)
     assert isinstance(out, nx.NamedArray) and out.axis_names == ("batch", "embed")
-    np.testing.assert_allclose(out.array, plain_mlp(x, w1, w2), rtol=1e-5, atol=1e-6)
     text = f.lower(x, w1, w2).as_text()
     # the hidden activation (batch, mlp) is constrained to both mesh axes
     assert '<@mesh, [{"data"}, {"model"}]>' in text
@@ -183,7 +188,8 @@ def test_plain_jnp_code_named_on_inputs_is_sharded():
 
 
 def test_plain_code_names_without_mesh():
-    f = namedjit(lambda x, w: jnp.sum(x @ w, axis=0), in_axes=(("batch", "embed"), ("embed", "mlp")))
+    f = namedjit(lambda x, w: jnp.sum(x @ w, axis=0), in_axes=(("batch", "embed"), ("embed", "mlp")),
+                 out_axes="infer")
     out = f(jnp.ones((4, 3)), jnp.ones((3, 5)))
     assert out.axis_names == ("mlp",)
     np.testing.assert_allclose(out.array, np.full(5, 12.0))
@@ -207,6 +213,6 @@ def test_explicit_shardings_in_user_code_are_respected():
     with jax.set_mesh(mesh):
         xs = nx.NamedArray(jax.device_put(x.array, NamedSharding(mesh, P("data"))), x.axes)
         ws = nx.NamedArray(jax.device_put(w.array, NamedSharding(mesh, P(None, "model"))), w.axes)
-        out = namedjit(f, axis_resources={"batch": "data", "mlp": "model"})(xs, ws)
+        out = namedjit(f, axis_resources={"batch": "data", "mlp": "model"}, explicit_sharding=True)(xs, ws)
     np.testing.assert_allclose(out.array, np.asarray(x.array) @ np.asarray(w.array), rtol=1e-5, atol=1e-5)
     assert out.array.sharding.spec == P("data", "model")

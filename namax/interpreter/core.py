@@ -10,6 +10,7 @@ recurses with :meth:`Interpreter.eval_jaxpr`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Mapping, MutableMapping, Optional, Sequence
 
 from jax.extend import core as jcore
@@ -66,7 +67,8 @@ class Interpreter:
             env[v] = x
         for eqn in jaxpr.eqns:
             invals = [self.read(env, v) for v in eqn.invars]
-            outvals = self.eval_eqn(eqn, invals)
+            with self.eqn_context(eqn):
+                outvals = self.eval_eqn(eqn, invals)
             if len(outvals) != len(eqn.outvars):
                 raise RuntimeError(
                     f"rule for {eqn.primitive.name} returned {len(outvals)} values for {len(eqn.outvars)} outputs"
@@ -74,6 +76,10 @@ class Interpreter:
             for v, x in zip(eqn.outvars, outvals):
                 self.write(env, v, x)
         return [self.read(env, v) for v in jaxpr.outvars]
+
+    def eqn_context(self, eqn: jcore.JaxprEqn) -> Any:
+        """A context entered around each equation's rule (none by default)."""
+        return contextlib.nullcontext()
 
     def read(self, env: Mapping, v: Any) -> Any:
         if isinstance(v, jcore.Literal):

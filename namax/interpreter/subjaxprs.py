@@ -16,12 +16,26 @@ ClosedFn = Callable[[jcore.ClosedJaxpr], jcore.ClosedJaxpr]
 
 
 def has_subjaxprs(params: Mapping[str, Any]) -> bool:
-    """True if any param holds a (closed or open) jaxpr."""
+    """True if any param holds a (closed or open) jaxpr.
+
+    >>> import jax, jax.numpy as jnp
+    >>> eqns = jax.make_jaxpr(lambda x: jax.jit(jnp.sin)(x) * 2)(1.0).eqns
+    >>> [(e.primitive.name, has_subjaxprs(e.params)) for e in eqns]
+    [('jit', True), ('mul', False)]
+    """
     return any(True for _ in jcore.jaxprs_in_params(params))
 
 
 def map_subjaxprs(params: Mapping[str, Any], fn: ClosedFn) -> dict[str, Any]:
-    """Params with every sub-jaxpr replaced by ``fn(closed)``; open jaxprs stay open."""
+    """Params with every sub-jaxpr replaced by ``fn(closed)``; open jaxprs stay open.
+
+    >>> import jax, jax.numpy as jnp
+    >>> eqn = jax.make_jaxpr(lambda x: jax.jit(jnp.sin)(x))(1.0).eqns[0]
+    >>> seen = []
+    >>> params = map_subjaxprs(eqn.params, lambda c: seen.append(c.eqns[0].primitive.name) or c)
+    >>> seen, params["jaxpr"] is eqn.params["jaxpr"]
+    (['sin'], True)
+    """
     out = {}
     for k, v in params.items():
         if isinstance(v, jcore.ClosedJaxpr):

@@ -50,7 +50,15 @@ def padding_mask(KPos: Axis, lengths: Any) -> NamedArray:
 
 
 def combine_masks_and(*masks: Optional[NamedArray]) -> Optional[NamedArray]:
-    """The elementwise AND of the masks given (``None`` entries ignored; all ``None`` gives ``None``)."""
+    """The elementwise AND of the masks given (``None`` entries ignored; all ``None`` gives ``None``).
+
+    >>> import namax as nx
+    >>> Q, K = nx.Axis("position", 3), nx.Axis("key_position", 3)
+    >>> combine_masks_and(causal_mask(Q, K), None, padding_mask(K, 2)).array.astype(int).tolist()
+    [[1, 0, 0], [1, 1, 0], [1, 1, 0]]
+    >>> combine_masks_and(None, None) is None
+    True
+    """
     present = [m for m in masks if m is not None]
     if not present:
         return None
@@ -61,7 +69,13 @@ def combine_masks_and(*masks: Optional[NamedArray]) -> Optional[NamedArray]:
 
 
 def combine_masks_or(*masks: Optional[NamedArray]) -> Optional[NamedArray]:
-    """The elementwise OR of the masks given (``None`` entries ignored; all ``None`` gives ``None``)."""
+    """The elementwise OR of the masks given (``None`` entries ignored; all ``None`` gives ``None``).
+
+    >>> import namax as nx
+    >>> Q, K = nx.Axis("position", 3), nx.Axis("key_position", 3)
+    >>> combine_masks_or(causal_mask(Q, K), padding_mask(K, 2)).array.astype(int).tolist()
+    [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
+    """
     present = [m for m in masks if m is not None]
     if not present:
         return None

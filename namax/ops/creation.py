@@ -32,33 +32,65 @@ def arange(axis: Axis, *, start: int = 0, step: int = 1, dtype: Any = None) -> N
 
 
 def full(shape: AxisSpec, fill_value: Any, dtype: Any = None) -> NamedArray:
-    """An array of ``fill_value`` with the given axes."""
+    """An array of ``fill_value`` with the given axes.
+
+    >>> import namax as nx
+    >>> nx.full(nx.Axis("x", 2), 7).array.tolist()
+    [7, 7]
+    """
     axes = _axes(shape)
     return wrap(jnp.full(tuple(a.size for a in axes), fill_value, dtype=dtype), axes)
 
 
 def zeros(shape: AxisSpec, dtype: Any = None) -> NamedArray:
-    """Zeros with the given axes: ``zeros((Batch, Embed))``."""
+    """Zeros with the given axes: ``zeros((Batch, Embed))``.
+
+    >>> import namax as nx
+    >>> x = nx.zeros(nx.make_axes(batch=2, embed=3))
+    >>> x.shape, x.dtype
+    ({'batch': 2, 'embed': 3}, dtype('float32'))
+    """
     return full(shape, 0, dtype=dtype or jnp.float32)
 
 
 def ones(shape: AxisSpec, dtype: Any = None) -> NamedArray:
-    """Ones with the given axes: ``ones((Batch, Embed))``."""
+    """Ones with the given axes: ``ones((Batch, Embed))``.
+
+    >>> import namax as nx
+    >>> nx.ones(nx.make_axes(batch=2, embed=3)).array.tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
     return full(shape, 1, dtype=dtype or jnp.float32)
 
 
 def full_like(x: NamedArray, fill_value: Any, dtype: Any = None) -> NamedArray:
-    """``fill_value`` with the axes (and by default the dtype) of ``x``."""
+    """``fill_value`` with the axes (and by default the dtype) of ``x``.
+
+    >>> import namax as nx
+    >>> nx.full_like(nx.arange(nx.Axis("x", 3)), 5).array.tolist()
+    [5, 5, 5]
+    """
     return full(x.axes, fill_value, dtype=dtype or x.dtype)
 
 
 def zeros_like(x: NamedArray, dtype: Any = None) -> NamedArray:
-    """Zeros with the axes and dtype of ``x``."""
+    """Zeros with the axes and dtype of ``x``.
+
+    >>> import namax as nx
+    >>> z = nx.zeros_like(nx.arange(nx.Axis("x", 3)))
+    >>> z.axes, z.dtype
+    ((Axis('x', 3),), dtype('int32'))
+    """
     return full_like(x, 0, dtype)
 
 
 def ones_like(x: NamedArray, dtype: Any = None) -> NamedArray:
-    """Ones with the axes and dtype of ``x``."""
+    """Ones with the axes and dtype of ``x``.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> nx.ones_like(nx.zeros(nx.Axis("x", 2)), dtype=jnp.int8).array.tolist()
+    [1, 1]
+    """
     return full_like(x, 1, dtype)
 
 
@@ -89,13 +121,24 @@ def logspace(
 
 
 def empty(shape: AxisSpec, dtype: Any = None) -> NamedArray:
-    """An array with the given axes whose values are unspecified (``jnp.empty``)."""
+    """An array with the given axes whose values are unspecified (``jnp.empty``).
+
+    >>> import namax as nx
+    >>> nx.empty(nx.make_axes(batch=2, embed=3)).shape
+    {'batch': 2, 'embed': 3}
+    """
     axes = _axes(shape)
     return wrap(jnp.empty(tuple(a.size for a in axes), dtype=dtype or jnp.float32), axes)
 
 
 def empty_like(x: NamedArray, dtype: Any = None) -> NamedArray:
-    """An array with the axes and dtype of ``x`` whose values are unspecified."""
+    """An array with the axes and dtype of ``x`` whose values are unspecified.
+
+    >>> import namax as nx
+    >>> e = nx.empty_like(nx.arange(nx.Axis("x", 3)))
+    >>> e.axes, e.dtype
+    ((Axis('x', 3),), dtype('int32'))
+    """
     return empty(x.axes, dtype=dtype or x.dtype)
 
 

@@ -31,7 +31,10 @@ def _binary(fn: Callable) -> Callable:
 
     op.__name__ = fn.__name__
     op.__qualname__ = fn.__name__
-    op.__doc__ = f"Elementwise ``jnp.{fn.__name__}``, broadcasting NamedArrays by axis name (union of axes)."
+    op.__doc__ = f"Elementwise ``jnp.{fn.__name__}``, broadcasting NamedArrays by axis name (union of axes).\n\n" \
+                 f">>> import namax as nx\n>>> A, B = nx.Axis('a', 2), nx.Axis('b', 3)\n" \
+                 f">>> nx.{fn.__name__}(nx.arange(A, start=1), nx.arange(B, start=1)).axes\n" \
+                 f"(Axis('a', 2), Axis('b', 3))\n"
     return op
 
 
@@ -77,7 +80,12 @@ def where(condition: Any, x: Any, y: Any) -> Any:
 
 
 def clip(x: Any, a_min: Any = None, a_max: Any = None) -> Any:
-    """Clip values into ``[a_min, a_max]``; bounds may be NamedArrays (broadcast by name)."""
+    """Clip values into ``[a_min, a_max]``; bounds may be NamedArrays (broadcast by name).
+
+    >>> import namax as nx
+    >>> nx.clip(nx.arange(nx.Axis("x", 5)), 1, 3).array.tolist()
+    [1, 1, 2, 3, 3]
+    """
     if not any(isinstance(v, NamedArray) for v in (x, a_min, a_max)):
         return jnp.clip(x, a_min, a_max)
     axes, (v, lo, hi) = broadcast_arrays(x, a_min, a_max, what="operands of clip")

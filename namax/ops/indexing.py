@@ -36,6 +36,13 @@ class dslice:
     """A slice of static ``size`` whose ``start`` may be traced: ``x["position", ds(i, 4)]``.
 
     Like ``lax.dynamic_slice``, a start that would run past the end is clamped.
+
+    >>> import jax, jax.numpy as jnp, namax as nx
+    >>> x = nx.arange(nx.Axis("position", 6))
+    >>> jax.jit(lambda x, i: x["position", nx.ds(i, 2)])(x, jnp.int32(3)).array.tolist()
+    [3, 4]
+    >>> x["position", nx.ds(5, 2)].array.tolist()  # clamped
+    [4, 5]
     """
 
     start: Any

@@ -78,12 +78,24 @@ def _arg(fn: Callable, x: NamedArray, axis: Optional[AxisSelector]) -> NamedArra
 
 
 def argmax(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
-    """Index of the largest value along one named axis (or in the flattened array)."""
+    """Index of the largest value along one named axis (or in the flattened array).
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> x = nx.named(jnp.array([[1, 5, 2], [7, 0, 3]]), ("batch", "vocab"))
+    >>> nx.argmax(x, "vocab").array.tolist(), nx.argmax(x).item()
+    ([1, 0], 3)
+    """
     return _arg(jnp.argmax, x, axis)
 
 
 def argmin(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
-    """Index of the smallest value along one named axis (or in the flattened array)."""
+    """Index of the smallest value along one named axis (or in the flattened array).
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> x = nx.named(jnp.array([[1, 5, 2], [7, 0, 3]]), ("batch", "vocab"))
+    >>> nx.argmin(x, "batch").axes, nx.argmin(x, "batch").array.tolist()
+    ((Axis('vocab', 3),), [0, 1, 0])
+    """
     return _arg(jnp.argmin, x, axis)
 
 
@@ -93,40 +105,72 @@ def _scan(fn: Callable, name: str) -> Callable:
         return wrap(fn(x.array, axis=x.axis_index(axis), **kwargs), x.axes)
 
     op.__name__ = op.__qualname__ = name
-    op.__doc__ = f"``jnp.{fn.__name__}`` along one named axis; axes unchanged."
+    op.__doc__ = (
+        f"``jnp.{fn.__name__}`` along one named axis; axes unchanged.\n\n"
+        f">>> import namax as nx\n"
+        f">>> nx.{name}(nx.arange(nx.Axis('x', 4), start=1), 'x').array.tolist()\n"
+        f"{_SCAN_EXAMPLES[name]}\n"
+    )
     return op
 
 
+_SCAN_EXAMPLES = {"cumsum": "[1, 3, 6, 10]", "cumprod": "[1, 2, 6, 24]"}
 cumsum = _scan(jnp.cumsum, "cumsum")
 cumprod = _scan(jnp.cumprod, "cumprod")
 
 
 def cummax(x: NamedArray, axis: AxisSelector) -> NamedArray:
-    """Running maximum along one named axis."""
+    """Running maximum along one named axis.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> nx.cummax(nx.named(jnp.array([1, 3, 2, 5]), "x"), "x").array.tolist()
+    [1, 3, 3, 5]
+    """
     _check_named(x, "cummax")
     return wrap(jax.lax.cummax(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def cummin(x: NamedArray, axis: AxisSelector) -> NamedArray:
-    """Running minimum along one named axis."""
+    """Running minimum along one named axis.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> nx.cummin(nx.named(jnp.array([4, 3, 5, 1]), "x"), "x").array.tolist()
+    [4, 3, 3, 1]
+    """
     _check_named(x, "cummin")
     return wrap(jax.lax.cummin(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def cumlogsumexp(x: NamedArray, axis: AxisSelector) -> NamedArray:
-    """Running log-sum-exp along one named axis."""
+    """Running log-sum-exp along one named axis.
+
+    >>> import namax as nx
+    >>> x = nx.zeros(nx.Axis("x", 3))
+    >>> [round(v, 4) for v in nx.cumlogsumexp(x, "x").array.tolist()]  # log 1, log 2, log 3
+    [0.0, 0.6931, 1.0986]
+    """
     _check_named(x, "cumlogsumexp")
     return wrap(jax.lax.cumlogsumexp(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def sort(x: NamedArray, axis: AxisSelector) -> NamedArray:
-    """Sort along one named axis."""
+    """Sort along one named axis.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> nx.sort(nx.named(jnp.array([3, 1, 2]), "x"), "x").array.tolist()
+    [1, 2, 3]
+    """
     _check_named(x, "sort")
     return wrap(jnp.sort(x.array, axis=x.axis_index(axis)), x.axes)
 
 
 def argsort(x: NamedArray, axis: AxisSelector) -> NamedArray:
-    """Indices that sort along one named axis."""
+    """Indices that sort along one named axis.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> nx.argsort(nx.named(jnp.array([3, 1, 2]), "x"), "x").array.tolist()
+    [1, 2, 0]
+    """
     _check_named(x, "argsort")
     return wrap(jnp.argsort(x.array, axis=x.axis_index(axis)), x.axes)
 

@@ -31,7 +31,13 @@ def rename(x: NamedArray, renames: Mapping[AxisSelector, AxisSelector]) -> Named
 
 
 def broadcast_to(x: NamedArray, axes: AxisSelection) -> NamedArray:
-    """Broadcast ``x`` to exactly ``axes`` (in that order); every axis of ``x`` must be among them."""
+    """Broadcast ``x`` to exactly ``axes`` (in that order); every axis of ``x`` must be among them.
+
+    >>> import namax as nx
+    >>> B, E = nx.make_axes(batch=2, embed=3)
+    >>> nx.broadcast_to(nx.arange(E), (E, B)).array.tolist()
+    [[0, 0], [1, 1], [2, 2]]
+    """
     axes = tuple(x.resolve_axis(a) if isinstance(a, str) else a for a in ensure_tuple(axes))
     merge_axes(x.axes, axes, what="array and target axes")
     raw = align(x, axes)

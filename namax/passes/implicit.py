@@ -1,10 +1,12 @@
-"""The implicit-array pass inside ``namedjit``: LoRA, int4 and Zeros arguments, rewritten.
+"""The implicit-array pass: LoRA, int4 and Zeros inputs, rewritten into plain equations.
 
-``namedjit`` calls :func:`rewrite` when its arguments hold implicit arrays
-(:mod:`namax.quant`): the function is traced on the arrays' logical avals and its jaxpr
-interpreted with the real (implicit) values, so every handler fires (a LoRA ``dot_general``
-becomes ``x w + (x a) b^T``; an int4 one a dot with in-program dequantisation). The result
-is a plain jaxpr, on which the names and sharding passes then run unchanged.
+The function was traced on the implicit inputs' dense logical values (it never sees an
+implicit array). This pass interprets that jaxpr with the real implicit values
+(:class:`namax.quant.interpret.ImplicitInterpreter`), so every handler fires (a LoRA
+``dot_general`` becomes ``x w + (x a) b^T``; an int4 one a dot with in-program
+dequantisation), and traces the result: a plain jaxpr over the implicit arrays' parts,
+on which the names and sharding passes then run unchanged. It counts what it did: uses
+rewritten by a handler, uses materialized for lack of one.
 
 The ``named_axes`` tag passes implicit values through untouched: naming a LoRA weight must
 not materialize it.
@@ -12,13 +14,16 @@ not materialize it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from collections import Counter
+from typing import Any
 
 import jax
+from jax.extend import core as jcore
 
-from ..quant.handlers import primitive_handler
-from ..quant.implicit import ImplicitArray, is_implicit
-from ..quant.use_implicit import use_implicit_args
+from ..quant.handlers import primitive_handler, recording_materializations
+from ..quant.implicit import ImplicitArray, is_implicit, materialize_value
+from ..quant.interpret import ImplicitInterpreter
 from ..tag import named_axes_p
 
 
@@ -28,37 +33,55 @@ def _tag_implicit(primitive, x: ImplicitArray, *, axes):
     return x
 
 
-def has_implicit(tree: Any) -> bool:
-    """True if any leaf of ``tree`` is an implicit array."""
-    return any(is_implicit(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=is_implicit))
+@dataclasses.dataclass
+class ImplicitStats:
+    """Equations with implicit operands: handled by a rule (rewritten) or materialized."""
+
+    rewritten: Counter = dataclasses.field(default_factory=Counter)  # primitive -> count
+    materialized: Counter = dataclasses.field(default_factory=Counter)  # (primitive, class) -> count
+
+    def __str__(self) -> str:
+        line = f"implicit arrays: {sum(self.rewritten.values())} use(s) rewritten"
+        if self.rewritten:
+            line += " (" + ", ".join(f"{k} x{v}" for k, v in sorted(self.rewritten.items())) + ")"
+        line += f", {sum(self.materialized.values())} materialized"
+        if self.materialized:
+            line += " (" + ", ".join(f"{k} of {c} x{v}" for (k, c), v in sorted(self.materialized.items())) + ")"
+        return line
 
 
-def rewrite(fn: Callable) -> Callable:
-    """``fn`` taking implicit arrays anywhere in its arguments, their handlers applied."""
-    return use_implicit_args(fn)
+class _Counting(ImplicitInterpreter):
+    """The implicit interpreter, counting the equations that had implicit operands."""
+
+    def __init__(self, stats: ImplicitStats):
+        super().__init__()
+        self.stats = stats
+
+    def eval_eqn(self, eqn: jcore.JaxprEqn, invals: list) -> list:
+        if not any(is_implicit(v) for v in invals):
+            return super().eval_eqn(eqn, invals)
+        before = sum(self.stats.materialized.values())
+        outs = super().eval_eqn(eqn, invals)
+        if sum(self.stats.materialized.values()) == before and eqn.primitive.name not in self.rules:
+            self.stats.rewritten[eqn.primitive.name] += 1
+        return outs
 
 
-def auto(fn: Callable) -> Callable:
-    """Run ``fn`` on implicit arguments as they are; if it uses one as a plain array, rewrite.
+def rewrite_program(closed: jcore.ClosedJaxpr, inputs: Any) -> tuple[jcore.ClosedJaxpr, ImplicitStats]:
+    """``closed`` (one input per logical value) as a jaxpr over the inputs' leaves, with
+    every implicit use handled; implicit outputs are materialized (the function returned
+    dense values)."""
+    stats = ImplicitStats()
+    interpreter = _Counting(stats)
 
-    Functions that handle implicit values themselves (``jax.grad(use_implicit_args(loss))``,
-    which differentiates with respect to a LoRA weight's ``a`` and ``b``) keep their
-    meaning; a model that simply multiplies by its weights gets the handlers.
-    """
+    def run(*leaves: Any) -> list:
+        values = inputs.values_from_leaves(leaves)
+        with recording_materializations(stats.materialized):
+            outs = interpreter.run(closed, *values)
+        return [materialize_value(x) for x in outs]
 
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (TypeError, ValueError) as e:
-            if not _mentions_implicit(e, (args, kwargs)):
-                raise
-        return use_implicit_args(fn)(*args, **kwargs)
-
-    return run
+    specs = [jax.ShapeDtypeStruct(jax.typeof(x).shape, jax.typeof(x).dtype) for x in inputs.leaves]
+    return jax.make_jaxpr(run)(*specs), stats
 
 
-def _mentions_implicit(error: Exception, tree: Any) -> bool:
-    """True if ``error`` came from an implicit array used where JAX wanted an array."""
-    text = str(error)
-    classes = {type(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=is_implicit) if is_implicit(x)}
-    return any(c.__name__ in text for c in classes) or "setting an array element with a sequence" in text
+__all__ = ["ImplicitStats", "rewrite_program"]

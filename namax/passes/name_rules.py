@@ -102,7 +102,10 @@ def reshape(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     one to one they unify; several inputs into one output make that output a *composite*
     of the inputs (its name reads ``('batch', 'position')``); one input into several
     outputs makes the input a composite of the outputs, so splitting a merged dim recovers
-    the original names. Groups that both split and merge are left unrelated.
+    the original names, and splitting a named dim names its major part after it
+    (``x.reshape(b, s, heads, head_dim)`` of an ``embed`` dim: the heads dim is ``embed``,
+    head_dim stays unnamed; see :mod:`namax.passes.names`). Groups that both split and
+    merge are left unrelated.
     """
     x = ins[0]
     if eqn.params.get("dimensions") is not None:
@@ -244,6 +247,8 @@ def gather(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     out = it.fresh(eqn.outvars[0].aval)
     _index_dims(it, operand, indices, out, dn.offset_dims, dn.collapsed_slice_dims,
                 dn.operand_batching_dims, dn.start_indices_batching_dims)
+    _pair_through_indices(it, "gather", operand, indices,
+                          (dn.collapsed_slice_dims, dn.start_index_map, dn.operand_batching_dims))
     return [out]
 
 
@@ -253,7 +258,35 @@ def scatter(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     operand, indices, updates = ins[0], ins[1], ins[2]
     _index_dims(it, operand, indices, updates, dn.update_window_dims, dn.inserted_window_dims,
                 dn.operand_batching_dims, dn.scatter_indices_batching_dims)
+    _pair_through_indices(it, "scatter", operand, indices,
+                          (dn.inserted_window_dims, dn.scatter_dims_to_operand_dims, dn.operand_batching_dims))
     return [operand]
+
+
+def _pair_through_indices(it: "NamesInterpreter", kind: str, operand: tuple, indices: tuple, layout: tuple) -> None:
+    """Link the operand of a scatter to that of the gather it transposes, or the reverse.
+
+    ``jax.grad`` of ``table[ids]`` scatter-adds into zeros shaped like the table, through
+    the same index array: nothing else ties the zeros to the table. A gather and a scatter
+    that use one index array (the same dimension nodes: the same value) with the same
+    index layout, into operands of one shape, pair up (:func:`_partner` picks among several);
+    their operand dims are then linked (a name crosses only to a dim with none).
+    """
+    shape = tuple(it.size(n) for n in operand)
+    earlier = it.recall(("indices", tuple(indices), tuple(map(tuple, layout)), shape), (kind, operand))
+    partner = _partner(it, operand, [other for k, other in earlier if k != kind])
+    if partner is not None:
+        for a, b in zip(operand, partner):
+            it.link(a, b)
+
+
+def _partner(it: "NamesInterpreter", dims: tuple, candidates: Sequence[tuple]):
+    """The one candidate (dims shaped like ``dims``) to pair with ``dims``: the only one, or
+    the only one sharing the most axes with ``dims`` already; None when that is ambiguous."""
+    options = set(candidates) - {dims}
+    shared = {c: sum(it.solver.find(a) == it.solver.find(b) for a, b in zip(dims, c)) for c in options}
+    best = [c for c, n in shared.items() if n == max(shared.values())]
+    return best[0] if len(best) == 1 else None
 
 
 def _index_dims(it: "NamesInterpreter", operand: tuple, indices: tuple, sliced: tuple, window_dims: Sequence[int],
@@ -286,7 +319,12 @@ def dot_general(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def conv_general_dilated(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Batch and feature dims; spatial dims too when a stride-1 conv keeps their size."""
+    """Batch and feature dims; spatial dims too when a stride-1 conv keeps their size.
+
+    The convs ``jax.grad`` makes for a kernel's and an input's gradient are linked to the
+    kernel and the input (:func:`_transposed`): a cotangent that starts as a fresh array of
+    ones would otherwise leave their window and spatial dims unnamed.
+    """
     p = eqn.params
     lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
     lhs, rhs = ins
@@ -296,11 +334,28 @@ def conv_general_dilated(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list)
         it.unify(rhs[rhs_spec[0]], out[out_spec[1]])
     if p["feature_group_count"] == 1:
         it.unify(lhs[lhs_spec[1]], rhs[rhs_spec[1]])
+    kernel = _transposed(it, ("conv lhs", tuple(lhs)), rhs, out)
+    image = _transposed(it, ("conv rhs", tuple(rhs)), lhs, out)
+    for a, b in zip(out, kernel or image or ()):
+        it.link(a, b)
     unit = lambda xs: xs is None or all(s == 1 for s in xs)
-    if unit(p["window_strides"]) and unit(p["lhs_dilation"]):
+    if kernel is None and unit(p["window_strides"]) and unit(p["lhs_dilation"]):
         for ls, os in zip(lhs_spec[2:], out_spec[2:]):
             it.unify(lhs[ls], out[os])
     return [out]
+
+
+def _transposed(it: "NamesInterpreter", key: tuple, operand: tuple, out: tuple):
+    """The operand of an earlier conv that shares ``key`` and is shaped like ``out`` (:func:`_partner`).
+
+    ``jax.grad`` computes a kernel's gradient as a conv of the forward input (the same
+    value: the same dimension nodes) with the output's cotangent, laid out like the kernel
+    (its spatial dims are window offsets, not positions); and the input's gradient as a
+    conv of the cotangent with the same kernel, laid out like the input.
+    """
+    shape = tuple(it.size(n) for n in out)
+    earlier = it.recall(key, operand)
+    return _partner(it, out, [x for x in earlier if tuple(it.size(n) for n in x) == shape])
 
 
 # --- the tag and sub-jaxprs ----------------------------------------------------------

@@ -8,14 +8,23 @@ names given for the inputs and from ``named_axes`` tags. Because the constraints
 symmetric, one solve sends names forward and backward, through every sub-jaxpr (``jit``,
 ``scan``, ``cond``, ``while``, ``remat2``, ``custom_jvp_call``, ``custom_vjp_call``).
 
-Two refinements:
+Three refinements:
 
 - A tag's output is not unified with its input (a tag may rename: ``x.rename({"position":
   "key_position"})`` is a tag after a no-op). Input and output are *linked* instead: after
   the solve, a name crosses a link only to a side that has none, so a var named only by a
   later tag still gets that name.
 - ``reshape`` merges make *composite* nodes: a merged dim's name is the tuple of its parts'
-  names, e.g. ``('batch', 'position')``; a split of a composite recovers the parts.
+  names, e.g. ``('batch', 'position')``; a split of a composite recovers the parts. Two
+  composites of the same parts, in order, are one dim (a merge undoes a split: ``embed ->
+  (heads, head_dim) -> embed`` is ``embed`` again).
+- A composite and its *major* (first) part are linked like a tag's input and output: a
+  name crosses from the whole to the major part (``embed:768 -> (heads:12, head_dim:64)``
+  names the heads dim ``embed``), and from the major part to a whole whose other parts
+  are unnamed. Sharding a dim in blocks over ``n`` devices is sharding its major part
+  over them (when ``n`` divides it), so a mapping for the name places both alike; the two
+  sizes differ, so this is a link, never a unification, and ``check_sizes`` does not
+  apply to a name carried this way.
 
 Two names meeting on one node raise :class:`AxisNameConflictError` naming both axes,
 where each came from and the equation where they met. One name on two sizes raises too,
@@ -68,6 +77,7 @@ class DimSolver:
         self._label: dict[int, tuple[str, Origin]] = {}  # root -> (name, where it came from)
         self._parts: dict[int, tuple[int, ...]] = {}  # root -> nodes of a merged dim
         self._cuts: dict[int, frozenset] = {}  # root -> {(source node, start, stop)} it is a range of
+        self._merges: list[tuple[int, tuple[int, ...], Origin]] = []  # every (whole, parts) recorded
         self._name_sizes: dict[str, tuple[int, Origin]] = {}
 
     def fresh(self, size: int) -> int:
@@ -137,6 +147,7 @@ class DimSolver:
 
     def compose(self, node: int, parts: Sequence[int], where: Origin) -> None:
         """Record that ``node`` is the merge of ``parts`` (in order)."""
+        self._merges.append((node, tuple(parts), where))
         root = self.find(node)
         old = self._parts.get(root)
         if old is None:
@@ -189,8 +200,26 @@ class DimSolver:
             flat.extend(n if isinstance(n, tuple) else (n,))
         return tuple(flat) if any(n is not None for n in flat) else None
 
+    def close(self) -> None:
+        """Unify composites made of the same parts, in order, until nothing changes.
+
+        ``x.reshape(b, s, h, d)`` then ``.reshape(b, s, h * d)`` gives back ``x``'s last dim;
+        so does merging ``(h, d)`` that came through a transpose, a dot or a softmax, as long
+        as the parts are still the same axes.
+        """
+        changed = True
+        while changed:
+            changed, first = False, {}
+            for node, parts, where in self._merges:
+                other = first.setdefault(tuple(self.find(p) for p in parts), node)
+                a, b = self.find(other), self.find(node)
+                if a != b and self._size[a] == self._size[b]:  # equal (same parts); unify skips others
+                    self.unify(a, b, where)
+                    changed = True
+
     def spread_links(self, links: Sequence[tuple[int, int]]) -> None:
-        """Copy names across tag links to sides that have none, until nothing changes."""
+        """Copy names across tag links, and between composites and their major parts, to
+        sides that have none, until nothing changes."""
         changed = True
         while changed:
             changed = False
@@ -202,6 +231,19 @@ class DimSolver:
                 elif lb and not la:
                     self.label(a, lb[0], lb[1])
                     changed = True
+            for whole, parts, _ in self._merges:
+                changed |= self._spread_major(whole, parts)
+
+    def _spread_major(self, whole: int, parts: Sequence[int]) -> bool:
+        """Carry a name from ``whole`` to its major part or back; True if one moved."""
+        lw, lm = self._label.get(self.find(whole)), self._label.get(self.find(parts[0]))
+        if lw and not lm:
+            self._label[self.find(parts[0])] = (lw[0], lambda: f"{_text(lw[1])}, carried to a major part")
+            return True
+        if lm and not lw and all(self.name(p) is None for p in parts[1:]):
+            self._label[self.find(whole)] = (lm[0], lambda: f"{_text(lm[1])}, carried from a major part")
+            return True
+        return False
 
 
 # --- the walk ------------------------------------------------------------------------
@@ -253,6 +295,7 @@ class NamesInterpreter(Interpreter):
         self.unknown: Counter = Counter()
         self.events: list = []
         self.visits: dict[Any, list[tuple]] = {}
+        self.notes: dict[Any, list] = {}
         self._path: list[str] = []
         self._eqns: list[jcore.JaxprEqn] = []
         self._title = "main"
@@ -294,6 +337,17 @@ class NamesInterpreter(Interpreter):
 
     def link(self, a: int, b: int) -> None:
         self.links.append((a, b))
+
+    def recall(self, key: Any, record: Any) -> list:
+        """The records noted under ``key`` before, then ``record`` noted too.
+
+        Lets a rule pair an equation with an earlier one, such as a scatter-add with the
+        gather it transposes (keyed on their shared index array's dimension nodes).
+        """
+        earlier = self.notes.setdefault(key, [])
+        out = list(earlier)
+        earlier.append(record)
+        return out
 
     def eval_sub(self, jaxpr: Union[jcore.Jaxpr, jcore.ClosedJaxpr], title: str, args: Sequence[tuple]) -> list:
         """Walk a sub-jaxpr (closed or open) on ``args``; returns its outputs' nodes."""
@@ -397,6 +451,19 @@ class NamesResult:
             return "names pass: every primitive had a rule"
         lines = [f"  {name}: {count} eqn(s), outputs left unnamed" for name, count in sorted(self._walk.unknown.items())]
         return "names pass: primitives without a rule\n" + "\n".join(lines)
+
+    def dim_coverage(self, skip_unit: bool = True) -> tuple[int, int]:
+        """``(named, total)`` dimensions over every equation's results, at every depth, each
+        var once; size-1 dims (broadcasting placeholders) are left out unless ``skip_unit``
+        is False. A merged dim counts as named when any of its parts is."""
+        named = total = 0
+        for v in dict.fromkeys(v for e in self._walk.events if isinstance(e, _Eqn) and e.outs is not None
+                               for v in e.eqn.outvars if not isinstance(v, jcore.DropVar)):
+            for n, size in zip(self.names_of(v), _shape(v.aval)):
+                if size != 1 or not skip_unit:
+                    total += 1
+                    named += n is not None
+        return named, total
 
     def equations(self, primitive: Optional[str] = None) -> list[EqnNames]:
         """Every visited equation (at every depth, in walk order), optionally of one primitive."""
@@ -520,6 +587,7 @@ def infer(closed_jaxpr: jcore.ClosedJaxpr, in_names: Optional[Sequence[Optional[
             if name is not None:
                 walk.solver.label(node, name, f"input {i}, dimension {d}")
     out_dims = walk.run(closed_jaxpr, *in_dims)
+    walk.solver.close()
     walk.solver.spread_links(walk.links)
     return NamesResult(closed_jaxpr, walk, in_dims, out_dims)
 

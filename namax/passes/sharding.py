@@ -23,7 +23,17 @@ from ..tag import named_axes_p, tag
 
 
 def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh) -> jax.Array:
-    """``x`` with a sharding constraint derived from its dimension ``names`` (no-op if replicated)."""
+    """``x`` with a sharding constraint derived from its dimension ``names`` (no-op if replicated).
+
+    >>> import numpy as np, jax, jax.numpy as jnp
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> f = lambda x: constrain(x, ("batch", "embed"), {"batch": "data"}, mesh)
+    >>> jax.make_jaxpr(f)(jnp.zeros((4, 2))).eqns[0].params["sharding"].spec
+    P('data',)
+    >>> x = jnp.zeros(2)
+    >>> constrain(x, ("embed",), {"batch": "data"}, mesh) is x  # replicated: unchanged
+    True
+    """
     spec = pspec_for(names, x.shape, mapping, mesh, strict=False, what="value")
     if not any(e is not None for e in spec):
         return x
@@ -31,7 +41,17 @@ def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh) -> jax.
 
 
 def sharding_rules(mapping: ResourceMapping, mesh: Mesh) -> dict[Any, Rule]:
-    """Rules that add a sharding constraint after every ``named_axes`` tag."""
+    """Rules that add a sharding constraint after every ``named_axes`` tag.
+
+    >>> import numpy as np, jax, jax.numpy as jnp, namax as nx
+    >>> from namax.interpreter import eval_with_rules
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> closed = jax.make_jaxpr(lambda x: nx.named(x, ("batch", "embed")).array)(jnp.zeros((4, 2)))
+    >>> rules = sharding_rules({"batch": "data"}, mesh)
+    >>> out = jax.make_jaxpr(lambda x: eval_with_rules(closed, rules, x))(jnp.zeros((4, 2)))
+    >>> [e.primitive.name for e in out.eqns]
+    ['named_axes', 'sharding_constraint']
+    """
     mesh = auto_twin(mesh)
 
     def tag_rule(interp: EvalInterpreter, eqn: jcore.JaxprEqn, invals: list) -> list:
@@ -42,7 +62,15 @@ def sharding_rules(mapping: ResourceMapping, mesh: Mesh) -> dict[Any, Rule]:
 
 
 def spec_or_none(names, sizes, mapping: ResourceMapping, mesh: Mesh, strict: bool, what: str) -> PartitionSpec:
-    """The PartitionSpec for a value with these names (replicated when ``names`` is None)."""
+    """The PartitionSpec for a value with these names (replicated when ``names`` is None).
+
+    >>> import numpy as np, jax
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> spec_or_none(None, (4, 2), {"batch": "data"}, mesh, strict=True, what="argument")
+    P()
+    >>> spec_or_none(("embed", "batch"), (2, 4), {"batch": "data"}, mesh, strict=True, what="argument")
+    P(None, 'data')
+    """
     if names is None:
         return PartitionSpec()
     return pspec_for(names, sizes, mapping, mesh, strict=strict, what=what)
@@ -56,6 +84,13 @@ class ShardingInterpreter(EvalInterpreter):
     are tagged with their inferred names (so the StableHLO and the compiled HLO read by
     name) and constrained where the mapping shards them, at every depth. With
     ``mesh=None`` only the tags are added.
+
+    >>> import numpy as np, jax, jax.numpy as jnp, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> closed = jax.make_jaxpr(lambda x: nx.sum(nx.named(x, ("batch", "embed")), "embed").array)(jnp.zeros((4, 2)))
+    >>> run = ShardingInterpreter({"batch": "data"}, mesh).run
+    >>> [e.primitive.name for e in jax.make_jaxpr(lambda x: run(closed, x))(jnp.zeros((4, 2))).eqns]
+    ['named_axes', 'sharding_constraint', 'reduce_sum', 'named_axes', 'sharding_constraint']
     """
 
     def __init__(self, mapping: ResourceMapping, mesh: Optional[Mesh], names: Optional[NamesResult] = None):

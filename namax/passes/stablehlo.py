@@ -24,7 +24,12 @@ FRONTEND = "mhlo.frontend_attributes"
 
 @dataclasses.dataclass
 class AnnotationReport:
-    """What the pass saw: tags found, producers named, arguments/results named."""
+    """What the pass saw: tags found, producers named, arguments/results named.
+
+    >>> print(AnnotationReport(tags=3, producers_named=2, unnamed_producers={"stablehlo.iota": 1}))
+    named_axes tags: 3, producers named: 2, arguments named: 0, results named: 0
+    ops producing a value without names: stablehlo.iota x1
+    """
 
     tags: int = 0
     producers_named: int = 0
@@ -70,7 +75,14 @@ def _is_identity_tag(op) -> bool:
 
 
 def clone(module: ir.Module) -> ir.Module:
-    """A deep copy of ``module`` in the same context."""
+    """A deep copy of ``module`` in the same context.
+
+    >>> import jax, jax.numpy as jnp
+    >>> module = jax.jit(jnp.sin).lower(jnp.zeros(2)).compiler_ir("stablehlo")
+    >>> copy = clone(module)
+    >>> copy is module, str(copy) == str(module), copy.context is module.context
+    (False, True, True)
+    """
     with module.context:
         return ir.Module.parse(module.operation.get_asm(enable_debug_info=True))
 
@@ -81,6 +93,14 @@ def annotate(module: ir.Module, arg_names: Optional[Sequence[Optional[Sequence[O
 
     ``arg_names``/``result_names``: per flattened argument/result of the entry function,
     the axis names (or None).
+
+    >>> import jax, jax.numpy as jnp, namax as nx
+    >>> f = lambda x: nx.sin(nx.named(x, ("batch", "embed"))).array
+    >>> module = clone(jax.jit(f).lower(jnp.zeros((4, 2))).compiler_ir("stablehlo"))
+    >>> print(annotate(module, arg_names=[("batch", "embed")]))
+    named_axes tags: 2, producers named: 1, arguments named: 1, results named: 0
+    >>> print(next(line.strip() for line in str(module).splitlines() if "sine" in line))
+    %1 = stablehlo.sine %0 {mhlo.frontend_attributes = {named_axes = "batch,embed"}} : tensor<4x2xf32>
     """
     report = AnnotationReport()
     with module.context:
@@ -171,6 +191,12 @@ def with_module(lowered: jax.stages.Lowered, module: ir.Module) -> jax.stages.Lo
 
     Relies on three private attributes of jax 0.10's ``Lowered``/``MeshComputation``
     (``_lowering``, ``_hlo``, ``_executable``); checked by the tests.
+
+    >>> import jax, jax.numpy as jnp
+    >>> lowered = jax.jit(lambda x: x * 2).lower(jnp.zeros(2))
+    >>> lowered2 = with_module(lowered, clone(lowered.compiler_ir("stablehlo")))
+    >>> lowered2.compile()(jnp.ones(2)).tolist(), lowered2.compiler_ir("stablehlo") is lowered.compiler_ir("stablehlo")
+    ([2.0, 2.0], False)
     """
     lowering = copy.copy(lowered._lowering)
     lowering._hlo = module
@@ -182,7 +208,16 @@ def with_module(lowered: jax.stages.Lowered, module: ir.Module) -> jax.stages.Lo
 
 def annotated(lowered: jax.stages.Lowered, arg_names=None, result_names=None
               ) -> tuple[jax.stages.Lowered, AnnotationReport]:
-    """``lowered`` with a clone of its module annotated by :func:`annotate`."""
+    """``lowered`` with a clone of its module annotated by :func:`annotate`.
+
+    >>> import jax, jax.numpy as jnp, namax as nx
+    >>> f = lambda x: nx.sin(nx.named(x, ("batch", "embed"))).array
+    >>> lowered, report = annotated(jax.jit(f).lower(jnp.zeros((4, 2))), result_names=[("batch", "embed")])
+    >>> print(report)
+    named_axes tags: 2, producers named: 1, arguments named: 0, results named: 1
+    >>> 'jax.result_info = "result", mhlo.frontend_attributes = {named_axes = "batch,embed"}' in lowered.as_text()
+    True
+    """
     module = clone(lowered.compiler_ir("stablehlo"))
     report = annotate(module, arg_names, result_names)
     return with_module(lowered, module), report

@@ -11,12 +11,13 @@ are materialized with a ``UserWarning``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import types
 import typing
 import warnings
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -117,6 +118,9 @@ def primitive_handler(primitives: Union[str, jcore.Primitive, Iterable[Union[str
     >>> @primitive_handler("log")
     ... def log_of_ones(primitive, x: Ones):
     ...     return jnp.zeros(x.shape, x.dtype)
+    >>> from namax.quant import use_implicit_args
+    >>> use_implicit_args(jnp.log)(Ones(shape=(2,))).tolist()
+    [0.0, 0.0]
     """
     names = [primitives] if isinstance(primitives, (str, jcore.Primitive)) else list(primitives)
     names = [_name(p) for p in names]
@@ -151,6 +155,12 @@ def dispatch(primitive: jcore.Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``primitive`` to operands some of which are implicit arrays.
 
     Tries the registered handlers in order of specificity, then materializes.
+
+    >>> import jax.numpy as jnp
+    >>> from jax.extend.core.primitives import mul_p
+    >>> from namax.quant.zeros import Zeros
+    >>> dispatch(mul_p, jnp.ones(3), Zeros(shape=(3,)))  # Zeros' handler, operands swapped
+    Zeros((3,), float32)
     """
     active = _ACTIVE.get()
     ids = tuple(id(a) for a in args)
@@ -169,15 +179,63 @@ def dispatch(primitive: jcore.Primitive, *args: Any, **params: Any) -> Any:
 
 
 def materialize_and_bind(primitive: jcore.Primitive, args: Sequence[Any], params: dict) -> Any:
-    """Warn, materialize every implicit operand and bind ``primitive`` plainly."""
+    """Warn, materialize every implicit operand and bind ``primitive`` plainly.
+
+    >>> import warnings, jax.numpy as jnp
+    >>> from jax.extend.core.primitives import exp_p
+    >>> from namax.quant.zeros import Zeros
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     materialize_and_bind(exp_p, [Zeros(shape=(2,))], {"accuracy": None}).tolist()
+    [1.0, 1.0]
+    >>> str(caught[0].message)
+    'Primitive exp was not handled by class Zeros, so implicit args will be materialized.'
+    """
     first = next((a for a in args if is_implicit(a)), None)
     if first is not None:
         warn_materialized(primitive.name, first)
     return primitive.bind(*[materialize_value(a) for a in args], **params)
 
 
+_RECORDERS: contextvars.ContextVar = contextvars.ContextVar("namax_materialization_recorders", default=())
+
+
+@contextlib.contextmanager
+def recording_materializations(counter: Any) -> Iterator[Any]:
+    """Count every materialization inside the block in ``counter[(primitive, class name)]``
+    (a ``collections.Counter``); the warnings are still issued.
+
+    >>> import collections, jax.numpy as jnp
+    >>> from namax.quant.zeros import Zeros
+    >>> from namax.quant.use_implicit import use_implicit_args
+    >>> seen = collections.Counter()
+    >>> with recording_materializations(seen), warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     _ = use_implicit_args(jnp.exp)(Zeros(shape=(2,), dtype=jnp.float32))
+    >>> dict(seen)
+    {('exp', 'Zeros'): 1}
+    """
+    token = _RECORDERS.set(_RECORDERS.get() + (counter,))
+    try:
+        yield counter
+    finally:
+        _RECORDERS.reset(token)
+
+
 def warn_materialized(name: str, value: ImplicitArray) -> None:
-    """The standard materialization warning (a ``UserWarning``)."""
+    """The standard materialization warning (a ``UserWarning``), counted by every active
+    :func:`recording_materializations`.
+
+    >>> import warnings
+    >>> from namax.quant.zeros import Zeros
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_materialized("cumsum", Zeros(shape=(2,)))
+    >>> caught[0].category.__name__, str(caught[0].message)
+    ('UserWarning', 'Primitive cumsum was not handled by class Zeros, so implicit args will be materialized.')
+    """
+    for counter in _RECORDERS.get():
+        counter[(name, type(value).__name__)] += 1
     warnings.warn(
         f"Primitive {name} was not handled by class {type(value).__name__}, so implicit args will be materialized.",
         UserWarning, stacklevel=3,

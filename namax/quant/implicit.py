@@ -42,7 +42,12 @@ def aux_field(**kwargs: Any) -> Any:
 
 
 def is_implicit(x: Any) -> bool:
-    """True for an :class:`ImplicitArray` instance."""
+    """True for an :class:`ImplicitArray` instance.
+
+    >>> from namax.quant.zeros import Zeros
+    >>> is_implicit(Zeros(shape=(2,))), is_implicit(jnp.zeros(2))
+    (True, False)
+    """
     return isinstance(x, ImplicitArray)
 
 
@@ -265,14 +270,26 @@ def _reinfer(obj: ImplicitArray, aux: tuple, children: tuple) -> tuple:
 
 
 def leaf_names_of(value: Any, names: Optional[tuple]) -> list[Optional[tuple]]:
-    """Axis names for each array leaf of ``value`` (an array, an implicit array, or a pytree)."""
+    """Axis names for each array leaf of ``value`` (an array, an implicit array, or a pytree).
+
+    >>> from namax.quant.int4 import quantize_array
+    >>> leaf_names_of(quantize_array(jnp.ones((128, 4))), ("embed", "mlp"))  # packed codes, scales
+    [('embed', None), (None, 'mlp')]
+    >>> leaf_names_of({"a": jnp.ones(2), "b": jnp.ones(2)}, ("embed",))
+    [('embed',), ('embed',)]
+    """
     if is_implicit(value):
         return value.child_names(names)
     return [names] * len(jax.tree_util.tree_leaves(value))
 
 
 def materialize_value(x: Any) -> Any:
-    """``x`` as a dense array if it is implicit (recursively), else ``x`` unchanged."""
+    """``x`` as a dense array if it is implicit (recursively), else ``x`` unchanged.
+
+    >>> from namax.quant.zeros import Zeros
+    >>> materialize_value(Zeros(shape=(2,))).tolist(), materialize_value(3.0)
+    ([0.0, 0.0], 3.0)
+    """
     while is_implicit(x):
         x = x.materialize()
     return x

@@ -108,6 +108,11 @@ def dequantize_halves(packed: Any, scales: Any, zero_points: Optional[Any], grou
 
     Codes ``[*stack, rows, out/2]``, scales ``[*stack, rows/group_size, out]``. Each half is
     one elementwise fusion (unpack, convert, scale), with no concatenation in between.
+
+    >>> packed = pack_int4(jnp.array([[1, -2], [3, 4]], jnp.int8))  # rows 2, out 2
+    >>> low, high = dequantize_halves(packed, jnp.array([[0.5, 2.0]]), None, group_size=2)
+    >>> low.tolist(), high.tolist()
+    ([[0.5], [1.5]], [[-4.0], [8.0]])
     """
     *lead, rows, half = packed.shape
     g = rows // group_size
@@ -127,7 +132,12 @@ def dequantize_halves(packed: Any, scales: Any, zero_points: Optional[Any], grou
 def dequantize_rows(packed: Any, scales: Any, zero_points: Optional[Any], group_size: int,
                     dtype: Any = jnp.float32) -> jax.Array:
     """Dense ``[*stack, rows, out]`` from codes ``[*stack, rows, out/2]`` and scales
-    ``[*stack, rows/group_size, out]``."""
+    ``[*stack, rows/group_size, out]``.
+
+    >>> packed = pack_int4(jnp.array([[1, -2], [3, 4]], jnp.int8))
+    >>> dequantize_rows(packed, jnp.array([[0.5, 2.0]]), None, group_size=2).tolist()
+    [[0.5, -4.0], [1.5, 8.0]]
+    """
     return jnp.concatenate(dequantize_halves(packed, scales, zero_points, group_size, dtype), axis=-1)
 
 
@@ -148,6 +158,11 @@ class Int4Weight(ImplicitArray):
     flattened ``in`` and ``out`` into the weight's dims; ``order`` lists the logical order of
     those dims after the stack dims, as indices into ``in_shape + out_shape`` (default: in
     then out). ``dtype`` (keyword, default float32) is the dense weight's dtype.
+
+    >>> codes = jnp.array([[1, -2], [3, 4]], jnp.int8)
+    >>> w = Int4Weight(pack_int4(codes), jnp.array([[0.5, 2.0]], jnp.bfloat16), group_size=2)
+    >>> w, w.materialize().tolist()
+    (Int4Weight((2, 2), float32, group_size=2, symmetric), [[0.5, -4.0], [1.5, 8.0]])
     """
 
     packed: ArrayValue
@@ -400,7 +415,12 @@ def quantize(params: Any, where: Optional[Callable[[Any, Any], bool]] = None, gr
 
 
 def dequantize(params: Any) -> Any:
-    """``params`` with every Int4Weight replaced by its dense array."""
+    """``params`` with every Int4Weight replaced by its dense array.
+
+    >>> dense = dequantize(quantize({"w": jnp.ones((128, 4)), "b": jnp.ones(4)}))
+    >>> type(dense["w"]).__name__, dense["w"].shape, round(float(dense["w"].mean()), 2)
+    ('ArrayImpl', (128, 4), 1.0)
+    """
     is_int4 = lambda x: isinstance(x, Int4Weight)  # noqa: E731
     return jax.tree_util.tree_map(lambda x: x.materialize() if is_int4(x) else x, params, is_leaf=is_int4)
 

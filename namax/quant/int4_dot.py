@@ -59,7 +59,11 @@ weight whatever its size (2 chunks would hold half plus the other temps)."""
 
 
 def form() -> str:
-    """The dot form in use: ``DOT_FORM``, resolved against ``jax.default_backend()``."""
+    """The dot form in use: ``DOT_FORM``, resolved against ``jax.default_backend()``.
+
+    >>> DOT_FORM, form() == ("scan" if jax.default_backend() == "cpu" else "grouped")
+    ('auto', True)
+    """
     if DOT_FORM not in ("auto", "scan", "grouped"):
         raise ValueError(f"namax.quant.int4_dot.DOT_FORM must be 'auto', 'scan' or 'grouped', got {DOT_FORM!r}")
     if DOT_FORM != "auto":
@@ -239,6 +243,13 @@ def int4_dot(x: jax.Array, w: Int4Weight, dn: Any, weight_on_left: bool, params:
 
     Returns ``NotImplemented`` when a dot gives different roles to dims of the weight's
     ``in`` group (or of its ``out`` group), which the caller materializes.
+
+    >>> from namax.quant.int4 import quantize_array
+    >>> w = quantize_array(jax.random.normal(jax.random.key(0), (128, 4)))
+    >>> x = jnp.ones((2, 128))
+    >>> y = int4_dot(x, w, (((1,), (0,)), ((), ())), weight_on_left=False, params={})
+    >>> y.shape, bool(jnp.allclose(y, x @ w.materialize(), atol=1e-4))
+    ((2, 4), True)
     """
     (lc, rc), (lb, rb) = dn
     xc, wc, xb, wb = (rc, lc, rb, lb) if weight_on_left else (lc, rc, lb, rb)

@@ -48,7 +48,14 @@ def _signature(tree: Any, leaves: Sequence[Any]) -> tuple:
 
 
 class ImplicitInterpreter(EvalInterpreter):
-    """Evaluate a jaxpr whose values may be :class:`ImplicitArray` instances."""
+    """Evaluate a jaxpr whose values may be :class:`ImplicitArray` instances.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from namax.quant.zeros import Zeros
+    >>> closed = jax.make_jaxpr(lambda z, x: z * x - x)(jnp.zeros(2), jnp.ones(2))
+    >>> ImplicitInterpreter().run(closed, Zeros(shape=(2,)), jnp.ones(2))  # z * x stays Zeros
+    [Array([-1., -1.], dtype=float32)]
+    """
 
     def __init__(self) -> None:
         super().__init__()

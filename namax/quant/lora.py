@@ -4,8 +4,9 @@
 ``[..., in, r]`` and ``b`` is ``[..., out, r]``. A ``dot_general`` with a LoraWeight on
 either side, for any contracting and batch dimensions, becomes ``x w + ((x a) b^T) s``:
 the activation stays the left operand, the rank-``r`` product is scaled, and ``a b^T``
-is never built. Transposes give a LoraWeight of the transposed ``w``; any other use
-materializes.
+is never built. A ``gather`` (an embedding lookup ``table[ids]``, ``jnp.take``) gathers
+``w`` and the factors and adds ``s (rows of a) b^T`` for the gathered entries only.
+Transposes give a LoraWeight of the transposed ``w``; any other use materializes.
 
 >>> import jax, jax.numpy as jnp
 >>> import namax.quant as qax
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,7 @@ import optax
 from jax.extend.core import primitives as P
 
 from .handlers import default_handler, primitive_handler
-from .implicit import ArrayValue, ImplicitArray, _has_aval, aux_field, materialize_value
-from .utils import freeze_keys
+from .implicit import ArrayValue, ImplicitArray, _has_aval, _split, aux_field, materialize_value
 
 
 @dataclasses.dataclass
@@ -184,6 +184,137 @@ def _transpose(primitive, w: LoraWeight, *, permutation):
     return LoraWeight(default_handler(primitive, w.w, permutation=perm), a, b, alpha=w.alpha)
 
 
+# -- gather, dynamic_slice, squeeze -----------------------------------------------------
+
+def _add_low_rank(main: Any, w: LoraWeight, a: Any, a_labels: list, b: Any, b_labels: list, target: list) -> Any:
+    """``main + s a b^T`` for factor pieces labelled by dim, contracted on ``"rank"``, in ``target`` order."""
+    scale = lambda v: default_handler(P.mul_p, v, np.asarray(w.scale, dtype=v.dtype), out_dtype=None)  # noqa: E731
+    a, b = (scale(a), b) if a.size <= b.size else (a, scale(b))
+    inner = {"precision": None, "preferred_element_type": None, "out_sharding": None}
+    u, u_labels = _dot_labels(a, a_labels, b, b_labels, set(target), inner)
+    u = _permute(u, u_labels, target)
+    if u.dtype != main.dtype:
+        u = default_handler(P.convert_element_type_p, u, new_dtype=main.dtype, weak_type=False, sharding=None)
+    return default_handler(P.add_p, main, u)
+
+
+def _gather_out_labels(ndim: int, dn: Any, n_batch: int) -> list:
+    """Labels of a gather's output dims: ``("batch", j)`` for index batch dim ``j``, else
+    ``("op", d)`` for the operand dim ``d`` it slices."""
+    offsets = iter([("op", d) for d in range(ndim)
+                    if d not in dn.collapsed_slice_dims and d not in dn.operand_batching_dims])
+    batch = iter([("batch", j) for j in range(n_batch)])
+    return [next(offsets) if i in dn.offset_dims else next(batch) for i in range(n_batch + len(dn.offset_dims))]
+
+
+def _index_columns(indices: Any, keep: list) -> Any:
+    """``indices[..., keep]`` (the index vector is the last dim of a gather's indices)."""
+    axis = indices.ndim - 1
+    if keep == list(range(indices.shape[axis])):
+        return indices
+    cols = [jax.lax.slice_in_dim(indices, k, k + 1, axis=axis) for k in keep]
+    return jax.lax.concatenate(cols, axis) if cols else jax.lax.slice_in_dim(indices, 0, 0, axis=axis)
+
+
+def _gather_factor(f: Any, own: int, ndim: int, indices: Any, params: dict, force: bool) -> tuple:
+    """The factor ``f`` (``a`` with ``own = in``, ``b`` with ``own = out``) gathered like ``w``.
+
+    ``w``'s gather restricted to the dims ``f`` shares with it (the stack dims and ``own``;
+    the rank dim is taken whole). Returns ``(value, labels)``, labels as in
+    :func:`_gather_out_labels` plus ``"rank"``. Without index components or batching dims on
+    those dims (and unless ``force``), ``f`` is only sliced statically, with no index dims.
+    Out-of-bounds slices (``mode=fill``) are zero, so they add nothing to ``w``'s fill value.
+    """
+    dn, sizes = params["dimension_numbers"], params["slice_sizes"]
+    to_f = {**{d: d for d in range(ndim - 2)}, own: ndim - 2}  # w dim -> f dim; f's last dim is the rank
+    keep = [k for k, d in enumerate(dn.start_index_map) if d in to_f]
+    batching = [(to_f[d], j) for d, j in zip(dn.operand_batching_dims, dn.start_indices_batching_dims) if d in to_f]
+    collapsed = tuple(to_f[d] for d in dn.collapsed_slice_dims if d in to_f)
+    f_sizes = tuple(sizes[d] for d in sorted(to_f, key=to_f.get)) + (f.shape[-1],)
+    w_dim = {v: k for k, v in to_f.items()}
+    dropped = set(collapsed) | {d for d, _ in batching}
+    labels = [("op", w_dim[d]) for d in range(ndim - 1) if d not in dropped] + ["rank"]
+    if not keep and not batching and not force:
+        if f_sizes != tuple(f.shape):
+            f = default_handler(P.slice_p, f, start_indices=(0,) * ndim, limit_indices=f_sizes, strides=None)
+        if collapsed:
+            f = default_handler(P.squeeze_p, f, dimensions=collapsed)
+        return f, labels
+    n_batch = indices.ndim - 1
+    fdn = jax.lax.GatherDimensionNumbers(
+        offset_dims=tuple(range(n_batch, n_batch + ndim - len(dropped))), collapsed_slice_dims=collapsed,
+        start_index_map=tuple(to_f[dn.start_index_map[k]] for k in keep),
+        operand_batching_dims=tuple(d for d, _ in batching), start_indices_batching_dims=tuple(j for _, j in batching))
+    whole = len(keep) == len(dn.start_index_map)  # same index vectors: sortedness and uniqueness carry over
+    fill = params["mode"] == jax.lax.GatherScatterMode.FILL_OR_DROP
+    out = default_handler(P.gather_p, f, _index_columns(indices, keep), dimension_numbers=fdn, slice_sizes=f_sizes,
+                          indices_are_sorted=bool(params["indices_are_sorted"]) and whole,
+                          unique_indices=bool(params["unique_indices"]) and whole, mode=params["mode"],
+                          fill_value=0 if fill else None)
+    return out, [("batch", j) for j in range(n_batch)] + labels
+
+
+@primitive_handler("gather")
+def _gather(primitive, w: LoraWeight, indices: jax.Array, **params):
+    """``gather(w) + s gather(a) gather(b)^T``: only the gathered entries of ``a b^T`` are formed.
+
+    Any gather form works (rows as in ``table[ids]``, columns, single entries, stack dims
+    indexed or vmapped); each factor is gathered on the dims it shares with ``w``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.zeros((5, 3)), jnp.arange(10.0).reshape(5, 2), jnp.ones((3, 2)), alpha=2.0)
+    >>> qax.use_implicit_args(lambda t, ids: t[ids])(t, jnp.array([[4, 0]])).tolist()
+    [[[17.0, 17.0, 17.0], [1.0, 1.0, 1.0]]]
+    """
+    main = default_handler(primitive, w.w, indices, **params)
+    n, n_batch = w.ndim, indices.ndim - 1
+    a, a_labels = _gather_factor(w.a, n - 2, n, indices, params, force=False)
+    # a gather with no index components still has the index batch dims: then b carries them
+    force_b = n_batch > 0 and ("batch", 0) not in a_labels
+    b, b_labels = _gather_factor(w.b, n - 1, n, indices, params, force=force_b)
+    target = _gather_out_labels(n, params["dimension_numbers"], n_batch)
+    return _add_low_rank(main, w, a, a_labels, b, b_labels, target)
+
+
+@primitive_handler("dynamic_slice")
+def _dynamic_slice(primitive, w: LoraWeight, *starts: jax.Array, slice_sizes):
+    """A block of ``W`` (``table[i]`` for a scalar ``i``, ``ws[i]`` for stacked weights).
+
+    A block with whole ``in`` and ``out`` dims is the LoraWeight of the sliced ``w``, ``a``
+    and ``b``; any other block is dense, ``w[blk] + s a[rows] b[cols]^T``, formed for the
+    block only. Starts are clamped per dim as for ``w``, so the factors stay aligned.
+
+    >>> import jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.zeros((5, 3)), jnp.arange(10.0).reshape(5, 2), jnp.ones((3, 2)))
+    >>> qax.use_implicit_args(lambda t, i: t[i])(t, jnp.array(4)).tolist()
+    [8.5, 8.5, 8.5]
+    """
+    sizes, stack_starts = tuple(slice_sizes), tuple(starts[:-2])
+
+    def factor(f: Any, own: int) -> Any:  # own = -2 (a: rows of W) or -1 (b: columns of W)
+        zero = np.zeros((), dtype=jnp.result_type(starts[own]))
+        return default_handler(primitive, f, *stack_starts, starts[own], zero,
+                               slice_sizes=sizes[:-2] + (sizes[own], w.rank))
+
+    main, a, b = default_handler(primitive, w.w, *starts, slice_sizes=sizes), factor(w.a, -2), factor(w.b, -1)
+    if sizes[-2:] == tuple(w.shape[-2:]):
+        return LoraWeight(main, a, b, alpha=w.alpha)
+    stack = [("stack", d) for d in range(w.ndim - 2)]
+    return _add_low_rank(main, w, a, stack + ["in", "rank"], b, stack + ["out", "rank"], stack + ["in", "out"])
+
+
+@primitive_handler("squeeze")
+def _squeeze(primitive, w: LoraWeight, *, dimensions):
+    """Dropping size-1 stack dims keeps the weight factored (``ws[i]`` of stacked weights)."""
+    dims = tuple(d % w.ndim for d in dimensions)
+    if any(d >= w.ndim - 2 for d in dims):
+        return NotImplemented
+    a, b, main = (default_handler(primitive, v, dimensions=dims) for v in (w.a, w.b, w.w))
+    return LoraWeight(main, a, b, alpha=w.alpha)
+
+
 # -- helpers ----------------------------------------------------------------------------
 
 def _is_float_matrix(path: Any, leaf: Any) -> bool:
@@ -229,9 +360,83 @@ def merge(params: Any) -> Any:
                                   is_leaf=lambda x: isinstance(x, LoraWeight))
 
 
-def optimizer(opt: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``opt`` training only the LoRA factors ``a`` and ``b`` (every ``w`` is frozen)."""
-    return freeze_keys(opt, LoraWeight, ["w"])
+_Trainable = Union[None, str, Sequence[str], Callable[[Any, Any], bool]]
+
+
+def _key_name(key: Any) -> str:
+    """The name of one ``jax.tree_util`` path entry: a dict key, attribute name or index."""
+    for attr in ("name", "key", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _trainable_predicate(trainable: _Trainable) -> Callable[[Any, Any], bool]:
+    """``trainable`` (None, key-name substrings or a predicate) as a checked predicate."""
+    if trainable is None:
+        return lambda path, leaf: False
+    if isinstance(trainable, str):
+        trainable = (trainable,)
+    if callable(trainable):
+        fn = trainable
+
+        def checked(path: Any, leaf: Any) -> bool:
+            out = fn(path, leaf)
+            if not isinstance(out, (bool, np.bool_)):
+                raise TypeError(f"lora.optimizer: trainable(path, leaf) must return a Python bool, got "
+                                f"{type(out).__name__} at {jax.tree_util.keystr(path)}; decide from the path, "
+                                f"shape and dtype, not from array values")
+            return bool(out)
+
+        return checked
+    if not isinstance(trainable, Sequence) or not all(isinstance(n, str) for n in trainable):
+        raise TypeError(f"lora.optimizer: trainable must be a predicate (path, leaf) -> bool or a sequence of "
+                        f"key-name substrings such as ('bias',), got {trainable!r}")
+    names = tuple(trainable)
+    if "" in names:
+        raise ValueError("lora.optimizer: trainable contains an empty name, which would match every leaf")
+    return lambda path, leaf: any(n in _key_name(k) for k in path for n in names)
+
+
+def optimizer(opt: optax.GradientTransformation, trainable: _Trainable = None) -> optax.GradientTransformation:
+    """``opt`` updating only the LoRA factors ``a`` and ``b`` (and the leaves ``trainable`` selects).
+
+    Every other leaf gets a zero update and no optimizer state (``optax.multi_transform``
+    with ``optax.set_to_zero``); the base weight ``w`` of a LoraWeight never trains.
+
+    ``trainable`` also trains leaves outside the LoraWeights. It is either a predicate
+    ``trainable(path, leaf) -> bool``, called with the ``jax.tree_util`` key path and the
+    leaf (the parameter or, in ``update``, its gradient: decide from the path, shape and
+    dtype), or key-name substrings such as ``("bias",)``: a leaf trains when one of them
+    occurs in the name of a key on its path (a dict key, attribute name or index).
+
+    >>> import jax, jax.numpy as jnp, optax
+    >>> p = wrap({"w": jnp.ones((4, 3)), "bias": jnp.zeros(3)}, rank=2, key=jax.random.key(0))
+    >>> g = jax.tree_util.tree_map(jnp.ones_like, p)
+    >>> opt = optimizer(optax.sgd(1.0))
+    >>> u, _ = opt.update(g, opt.init(p), p)
+    >>> u["bias"].tolist(), u["w"].w.tolist()[0], u["w"].b.tolist()[0]
+    ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, -1.0])
+    >>> opt = optimizer(optax.sgd(1.0), trainable=("bias",))
+    >>> opt.update(g, opt.init(p), p)[0]["bias"].tolist()
+    [-1.0, -1.0, -1.0]
+    """
+    if not isinstance(opt, optax.GradientTransformation):
+        raise TypeError(f"lora.optimizer: opt must be an optax.GradientTransformation, got {type(opt).__name__}")
+    is_trainable = _trainable_predicate(trainable)
+    is_lora = lambda x: isinstance(x, LoraWeight)  # noqa: E731
+
+    def label(path: Any, leaf: Any) -> Any:
+        if not is_lora(leaf):
+            return "train" if is_trainable(path, leaf) else "freeze"
+        _, rebuild = _split(leaf)  # a LoraWeight of labels (no validation)
+        return rebuild([jax.tree_util.tree_map(lambda _: tag, v) for v, tag in
+                        ((leaf.w, "freeze"), (leaf.a, "train"), (leaf.b, "train"))])
+
+    def labels(params: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(label, params, is_leaf=is_lora)
+
+    return optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()}, labels)
 
 
 def factors(params: Any) -> list[LoraWeight]:

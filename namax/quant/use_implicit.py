@@ -111,5 +111,11 @@ def _trace(fn: Callable, treedef: Any, kinds: tuple, statics: list, specs: list)
 
 
 def implicit_leaves(tree: Any) -> list[ImplicitArray]:
-    """The outermost implicit arrays in ``tree``."""
+    """The outermost implicit arrays in ``tree``.
+
+    >>> import jax.numpy as jnp
+    >>> from namax.quant.zeros import Zeros
+    >>> implicit_leaves({"w": Zeros(shape=(2, 3)), "b": jnp.ones(3)})
+    [Zeros((2, 3), float32)]
+    """
     return [x for x in jax.tree_util.tree_leaves(tree, is_leaf=is_implicit) if is_implicit(x)]

@@ -14,9 +14,13 @@ def freeze_keys(optimizer: optax.GradientTransformation, cls: type, keys: Iterab
                 ) -> optax.GradientTransformation:
     """``optimizer`` with the fields ``keys`` of every ``cls`` instance frozen (zero updates).
 
-    >>> import optax
+    >>> import optax, jax.numpy as jnp
     >>> from namax.quant.lora import LoraWeight
-    >>> opt = freeze_keys(optax.adam(1e-3), LoraWeight, ["w"])
+    >>> opt = freeze_keys(optax.sgd(1.0), LoraWeight, ["w"])
+    >>> p = LoraWeight(w=jnp.ones((2, 3)), a=jnp.ones((2, 1)), b=jnp.ones((3, 1)))
+    >>> updates, _ = opt.update(jax.tree_util.tree_map(jnp.ones_like, p), opt.init(p), p)
+    >>> float(abs(updates.w).max()), float(updates.a.max())  # w frozen, a trained
+    (0.0, -1.0)
     """
     keys = frozenset(keys)
     if not (isinstance(cls, type) and issubclass(cls, ImplicitArray)):

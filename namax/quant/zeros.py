@@ -19,7 +19,12 @@ from .implicit import ImplicitArray, is_implicit
 
 
 class Zeros(ImplicitArray):
-    """An array of ``shape`` and ``dtype`` that is all zeros; stores nothing."""
+    """An array of ``shape`` and ``dtype`` that is all zeros; stores nothing.
+
+    >>> z = Zeros(shape=(2, 3))
+    >>> z, jax.tree_util.tree_leaves(z), z.materialize().sum().item()
+    (Zeros((2, 3), float32), [], 0.0)
+    """
 
     default_dtype = jnp.float32
 

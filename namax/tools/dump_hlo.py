@@ -36,10 +36,22 @@ EXIT_ERROR = 2
 
 
 class UsageError(Exception):
-    """A problem with the target or the options: reported as one line."""
+    """A problem with the target or the options: reported as one line.
+
+    >>> parse_pairs("data=four", "--mesh", int)
+    Traceback (most recent call last):
+    ...
+    namax.tools.dump_hlo.UsageError: --mesh 'data=four': 'four' for 'data' is not a valid size
+    """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dump-hlo`` argument parser.
+
+    >>> ns = build_parser().parse_args(["model.py:make", "--mesh", "data=2", "--diff"])
+    >>> ns.target, ns.mesh, ns.stage, ns.diff, ns.devices
+    ('model.py:make', 'data=2', 'all', True, None)
+    """
     doc = __doc__.split("The target", 1)[1]
     parser = argparse.ArgumentParser(
         prog="dump-hlo", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_pairs(text: Optional[str], option: str, value_type=str) -> dict:
-    """``"data=4,model=2"`` -> ``{"data": 4, "model": 2}``; a clear UsageError otherwise."""
+    """``"data=4,model=2"`` -> ``{"data": 4, "model": 2}``; a clear UsageError otherwise.
+
+    >>> parse_pairs("data=4, model=2", "--mesh", int), parse_pairs(None, "--mesh")
+    ({'data': 4, 'model': 2}, {})
+    """
     if not text:
         return {}
     out = {}
@@ -84,6 +100,11 @@ def parse_pairs(text: Optional[str], option: str, value_type=str) -> dict:
 
 
 def parse_resources(text: Optional[str]) -> Optional[dict]:
+    """``--axis-resources`` as an axis mapping; ``+`` joins several mesh axes; None if empty.
+
+    >>> parse_resources("batch=data,embed=data+model"), parse_resources("")
+    ({'batch': 'data', 'embed': ('data', 'model')}, None)
+    """
     pairs = parse_pairs(text, "--axis-resources")
     if not pairs:
         return None
@@ -91,7 +112,13 @@ def parse_resources(text: Optional[str]) -> Optional[dict]:
 
 
 def parse_arg_shapes(specs: Sequence[str]) -> list[tuple[str, tuple[tuple[str, int], ...]]]:
-    """``["x=batch:8,embed:256"]`` -> ``[("x", (("batch", 8), ("embed", 256)))]``."""
+    """``["x=batch:8,embed:256"]`` -> ``[("x", (("batch", 8), ("embed", 256)))]``.
+
+    Unlabelled specs are called ``arg0``, ``arg1``, ...
+
+    >>> parse_arg_shapes(["x=batch:8,embed:256", "embed:256"])
+    [('x', (('batch', 8), ('embed', 256))), ('arg1', (('embed', 256),))]
+    """
     out = []
     for i, spec in enumerate(specs):
         label, _, dims = spec.rpartition("=")
@@ -109,7 +136,15 @@ def parse_arg_shapes(specs: Sequence[str]) -> list[tuple[str, tuple[tuple[str, i
 
 
 def load_target(target: str) -> Any:
-    """The object named by ``FILE.py:NAME`` or ``module:NAME`` (NAME may be dotted)."""
+    """The object named by ``FILE.py:NAME`` or ``module:NAME`` (NAME may be dotted).
+
+    >>> load_target("namax.tools.dump_hlo:UsageError.__name__")
+    'UsageError'
+    >>> load_target("namax.tools.dump_hlo:nope")
+    Traceback (most recent call last):
+    ...
+    namax.tools.dump_hlo.UsageError: cannot find 'nope' in 'namax.tools.dump_hlo': it has no attribute 'nope'
+    """
     where, sep, name = target.rpartition(":")
     if not sep or not where or not name:
         raise UsageError(f"target {target!r}: expected FILE_OR_MODULE:NAME, e.g. examples/model.py:make")
@@ -143,7 +178,17 @@ def _one_line(e: BaseException) -> str:
 
 
 def build_call(target: str, obj: Any, ns: argparse.Namespace):
-    """``(fn, args, kwargs, in_axes)`` from a factory target or a function plus ``--args``."""
+    """``(fn, args, kwargs, in_axes)`` from a factory target or a function plus ``--args``.
+
+    >>> import jax.numpy as jnp
+    >>> ns = build_parser().parse_args(["jax.numpy:sin", "--args", "x=batch:2,embed:3"])
+    >>> fn, args, kwargs, in_axes = build_call(ns.target, jnp.sin, ns)
+    >>> args[0].axes, kwargs, in_axes
+    ((Axis('batch', 2), Axis('embed', 3)), {}, None)
+    >>> ns = build_parser().parse_args(["jax.numpy:sin", "--args", "x=batch:2,embed:3", "--raw"])
+    >>> build_call(ns.target, jnp.sin, ns)[3]  # plain arrays, names through in_axes
+    (('batch', 'embed'),)
+    """
     import jax
     import numpy as np
 
@@ -188,7 +233,13 @@ def build_call(target: str, obj: Any, ns: argparse.Namespace):
 
 
 def set_device_count(n: int) -> None:
-    """Ask XLA for ``n`` host devices; must run before jax creates its CPU backend."""
+    """Ask XLA for ``n`` host devices; must run before jax creates its CPU backend.
+
+    >>> set_device_count(0)
+    Traceback (most recent call last):
+    ...
+    namax.tools.dump_hlo.UsageError: --devices 0: need at least 1 device
+    """
     if n < 1:
         raise UsageError(f"--devices {n}: need at least 1 device")
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
@@ -201,6 +252,13 @@ def set_device_count(n: int) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
+    """Dump the target of parsed options ``ns`` to stdout (or ``--out``); raises UsageError.
+
+    >>> run(build_parser().parse_args(["jax.numpy:sin", "--axis-resources", "batch=data"]))
+    Traceback (most recent call last):
+    ...
+    namax.tools.dump_hlo.UsageError: --axis-resources needs --mesh (e.g. --mesh data=4,model=2)
+    """
     if ns.devices is not None:
         set_device_count(ns.devices)
     import jax
@@ -233,7 +291,14 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The console script: parse options, set XLA_FLAGS, then import jax and dump."""
+    """The console script: parse options, set XLA_FLAGS, then import jax and dump.
+
+    >>> import contextlib, sys
+    >>> with contextlib.redirect_stderr(sys.stdout):
+    ...     main(["no_such_file.py:make"])
+    dump-hlo: cannot import 'no_such_file.py': no such file
+    2
+    """
     ns = build_parser().parse_args(argv)
     try:
         return run(ns)

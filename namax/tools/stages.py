@@ -15,17 +15,15 @@ import difflib
 import functools
 import re
 import warnings
-from collections import Counter
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 
-from ..jit import NamedJit, namedjit
-from ..named import NamedArray
+from ..driver import Inputs, Program as DriverProgram, collect_inputs, recording
+from ..jit import NamedJit
 from ..partitioning import pspec_for
-from ..infer import value_names
-from ..passes import pipeline
+from ..passes.implicit import ImplicitStats
 from ..passes.names import NamesResult, infer
 
 
@@ -100,173 +98,105 @@ def program_diff(before: str, after: str, before_label: str, after_label: str, c
     return "\n".join(out)
 
 
-# --- argument handling -----------------------------------------------------------------
-
-
-def _is_implicit(x: Any) -> bool:
-    try:
-        from ..quant import is_implicit
-    except ImportError:
-        return False
-    return is_implicit(x)
-
-
-def _is_value_leaf(x: Any) -> bool:
-    return isinstance(x, NamedArray) or _is_implicit(x)
-
-
-def _is_dynamic(x: Any) -> bool:
-    return _is_implicit(x) or isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
-def _child_names(value: Any, names: Optional[tuple]) -> list[Optional[tuple]]:
-    """Names for each array leaf of ``value`` (the same expansion namedjit uses)."""
-    return pipeline.expand(value, names)
-
-
 # --- the program and its intermediates ---------------------------------------------------
 
 
-@dataclasses.dataclass
-class ImplicitStats:
-    """Equations with implicit operands: handled by a rule (rewritten) or materialized."""
-
-    rewritten: Counter = dataclasses.field(default_factory=Counter)
-    materialized: Counter = dataclasses.field(default_factory=Counter)  # (primitive, class) -> count
-
-
-_MATERIALIZED = re.compile(r"Primitive (\S+) was not handled by class (\w+)")
-
-
-@contextlib.contextmanager
-def _quiet_materialize() -> Iterator[None]:
-    """Silence materialization warnings (the implicit stage has counted them already)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*implicit args will be materialized")
-        yield
-
-
 class Program:
-    """A function, its arguments and a partitioning, with every stage's intermediate cached."""
+    """A function, its arguments and a partitioning, run through namedjit's own driver once.
+
+    ``namedjit(...).lower()`` of the call runs with a recording hook
+    (:func:`namax.driver.recording`): the traced jaxpr and the program after each pass are
+    the ones namedjit compiles, from the same single trace of the function.
+    """
 
     def __init__(self, fn: Callable, args: Sequence[Any], kwargs: Optional[Mapping[str, Any]] = None, *,
                  axis_resources: Optional[Mapping[str, Any]] = None, mesh: Optional[jax.sharding.Mesh] = None,
                  in_axes: Optional[Sequence[Any]] = None):
         self.target = fn
-        self.fn = fn.fn if isinstance(fn, NamedJit) else fn
-        self.args, self.kwargs = tuple(args), dict(kwargs or {})
         own = fn if isinstance(fn, NamedJit) else None
+        self.fn = own.fn if own is not None else fn
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.axis_resources = dict(axis_resources) if axis_resources is not None else (
             own.axis_resources if own is not None else None)
         self.mesh = mesh if mesh is not None else (own.mesh if own is not None else None)
         self.in_axes = in_axes if in_axes is not None else (own.in_axes if own is not None else None)
         if self.in_axes is not None and len(tuple(self.in_axes)) != len(self.args):
             raise ValueError(f"in_axes has {len(tuple(self.in_axes))} entries for {len(self.args)} positional arguments")
-        self._leaves, self._treedef = jax.tree_util.tree_flatten((self.args, self.kwargs), is_leaf=_is_implicit)
-        self._dynamic = [_is_dynamic(x) for x in self._leaves]
+        options = {} if own is None else dict(
+            in_axis_resources=own.in_axis_resources, out_axis_resources=own.out_axis_resources,
+            static_argnums=own.static_argnums, static_argnames=own.static_argnames, out_axes=own.out_axes,
+            implicit=own.implicit, explicit_sharding=own.explicit_sharding)
+        self.jitted = NamedJit(self.fn, axis_resources=self.axis_resources, mesh=self.mesh, in_axes=self.in_axes,
+                               **options)
+        """A fresh namedjit with the target's options (so its one trace is recorded here)."""
 
     # -- inputs -----------------------------------------------------------------------
-    @property
-    def values(self) -> list:
-        """The traced inputs: arrays and implicit arrays, in flattening order."""
-        return [x for x, d in zip(self._leaves, self._dynamic) if d]
-
     @functools.cached_property
-    def value_names(self) -> list[Optional[tuple]]:
-        """Axis names per traced input (from NamedArrays or ``in_axes``)."""
-        per_value = value_names(self.args, self.kwargs, self.in_axes)
-        value_leaves = jax.tree_util.tree_leaves((self.args, self.kwargs), is_leaf=_is_value_leaf)
-        # expand NamedArrays (one array leaf each) to the is_implicit flattening used for tracing
-        names: list = []
-        for leaf, n in zip(value_leaves, per_value):
-            k = len(jax.tree_util.tree_leaves(leaf, is_leaf=_is_implicit))
-            names.extend([n] * k)
-        return [n for n, d in zip(names, self._dynamic) if d]
+    def inputs(self) -> Inputs:
+        """The traced inputs with their names, as the driver finds them."""
+        return collect_inputs(self.args, self.kwargs, self.jitted.config(None))
 
     @property
     def has_implicit(self) -> bool:
-        return any(_is_implicit(x) for x in self.values)
+        return self.inputs.has_implicit and self.jitted.implicit == "dense"
 
-    def _rebuild(self, values: Sequence[Any]) -> tuple:
-        it = iter(values)
-        leaves = [next(it) if d else x for x, d in zip(self._leaves, self._dynamic)]
-        return jax.tree_util.tree_unflatten(self._treedef, leaves)
+    # -- the recorded run -----------------------------------------------------------------
+    @functools.cached_property
+    def _run(self) -> dict:
+        stages: dict = {}
+
+        def hook(stage: str, program: DriverProgram) -> None:
+            stages.setdefault(stage, program)
+
+        failure = None
+        try:
+            with recording(hook), _quiet_materialize():
+                lowered, report = self.jitted.lower_with_report(*self.args, **self.kwargs)
+            stages["lowered"] = (lowered, report, lowered.original.as_text())
+        except Exception as e:  # noqa: BLE001 -- reported as the stage that failed
+            failure = e
+        stages["failure"] = failure
+        return stages
+
+    def _stage(self, key: str, what: str) -> Any:
+        run = self._run
+        if key in run:
+            return run[key]
+        failure = run["failure"]
+        if failure is None:
+            raise StageError(key, what, RuntimeError(f"namedjit ran no {key} stage for this call"))
+        raise StageError(key, what, failure) from failure
 
     # -- stage 1: the traced program (implicit inputs as their logical avals) ------------
-    @functools.cached_property
+    @property
     def traced(self) -> jax.extend.core.ClosedJaxpr:
-        def flat_fn(*values):
-            args, kwargs = self._rebuild(values)
-            out = self.fn(*args, **kwargs)
-            return [x for x in jax.tree_util.tree_leaves(out) if hasattr(x, "shape") and hasattr(x, "dtype")]
-
-        specs = [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in self.values]
-        try:
-            return jax.make_jaxpr(flat_fn)(*specs)
-        except Exception as e:  # noqa: BLE001 -- any tracing failure is reported as such
-            raise StageError("jaxpr", "tracing the function", e) from e
+        return self._stage("jaxpr", "tracing the function").closed
 
     # -- stage 2: the implicit-array rewrite ------------------------------------------
-    @functools.cached_property
-    def rewritten(self) -> tuple[Optional[jax.extend.core.ClosedJaxpr], ImplicitStats]:
-        """The program with implicit inputs replaced by their children, and what happened to each use."""
-        stats = ImplicitStats()
+    @property
+    def rewritten(self) -> tuple[Optional[jax.extend.core.ClosedJaxpr], Optional[ImplicitStats]]:
+        """The program with implicit inputs replaced by their parts, and what happened to each use."""
         if not self.has_implicit:
-            return None, stats
-        from ..quant.interpret import ImplicitInterpreter
-        from ..quant import is_implicit
-
-        class Recording(ImplicitInterpreter):
-            def eval_eqn(self, eqn, invals):
-                if not any(is_implicit(v) for v in invals):
-                    return super().eval_eqn(eqn, invals)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    outs = super().eval_eqn(eqn, invals)
-                materialized = [m for w in caught if (m := _MATERIALIZED.search(str(w.message)))]
-                for w in caught:
-                    if not _MATERIALIZED.search(str(w.message)):
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                for m in materialized:
-                    stats.materialized[(m.group(1), m.group(2))] += 1
-                if not materialized and eqn.primitive.name not in self.rules:
-                    stats.rewritten[eqn.primitive.name] += 1
-                return outs
-
-        closed, trees = self.traced, [jax.tree_util.tree_structure(v) for v in self.values]
-        counts = [t.num_leaves for t in trees]
-
-        def run(*children):
-            values, start = [], 0
-            for tree, n in zip(trees, counts):
-                values.append(jax.tree_util.tree_unflatten(tree, children[start:start + n]))
-                start += n
-            outs = Recording().run(closed, *values)
-            return jax.tree_util.tree_leaves(outs)
-
-        children = [c for v in self.values for c in jax.tree_util.tree_leaves(v)]
-        try:
-            return jax.make_jaxpr(run)(*children), stats
-        except Exception as e:  # noqa: BLE001
-            raise StageError("implicit", "the implicit-array rewrite", e) from e
+            return None, ImplicitStats()
+        program = self._stage("implicit", "the implicit-array rewrite")
+        return program.closed, program.implicit_stats
 
     @property
-    def program(self) -> jax.extend.core.ClosedJaxpr:
-        """The jaxpr the names and sharding passes see: rewritten if there were implicit arrays."""
-        rewritten, _ = self.rewritten
-        return self.traced if rewritten is None else rewritten
-
-    @property
-    def program_names(self) -> list[Optional[tuple]]:
-        if not self.has_implicit:
-            return self.value_names
-        return [n for v, vn in zip(self.values, self.value_names) for n in _child_names(v, vn)]
+    def program(self) -> DriverProgram:
+        """The program the names pass sees: rewritten if there were implicit arrays."""
+        return self._stage("implicit", "the implicit-array rewrite") if self.has_implicit else \
+            self._stage("jaxpr", "tracing the function")
 
     # -- stage 3: names ------------------------------------------------------------------
     @functools.cached_property
     def names(self) -> NamesResult:
+        """namedjit's names pass if it ran (``in_axes``), else the same solve on its program."""
+        run = self._run
+        if "names" in run:
+            return run["names"].names
+        program = self.program
         try:
-            return infer(self.program, self.program_names)
+            return infer(program.closed, program.in_names)
         except Exception as e:  # noqa: BLE001
             raise StageError("names", "the names pass", e) from e
 
@@ -275,61 +205,15 @@ class Program:
     def sharded(self) -> bool:
         return self.mesh is not None and bool(self.axis_resources)
 
-    @functools.cached_property
-    def jitted(self) -> NamedJit:
-        """The namedjit function whose lowering the last stages show.
-
-        With implicit arguments it takes their parts (one positional argument per array,
-        named as in the names stage) and runs ``use_implicit_args(fn)`` inside.
-        """
-        if self.has_implicit:
-            from ..quant import use_implicit_args
-
-            implicit_fn, trees = use_implicit_args(self.fn), [jax.tree_util.tree_structure(v) for v in self.values]
-
-            def on_parts(*children):
-                values, start = [], 0
-                for tree in trees:
-                    values.append(jax.tree_util.tree_unflatten(tree, children[start:start + tree.num_leaves]))
-                    start += tree.num_leaves
-                args, kwargs = self._rebuild(values)
-                return implicit_fn(*args, **kwargs)
-
-            names = self.program_names
-            in_axes = tuple(names) if any(n is not None for n in names) else None
-            return namedjit(on_parts, axis_resources=self.axis_resources, mesh=self.mesh, in_axes=in_axes)
-        if isinstance(self.target, NamedJit) and self.axis_resources == self.target.axis_resources \
-                and self.mesh is self.target.mesh and self.in_axes is self.target.in_axes:
-            return self.target
-        return namedjit(self.fn, axis_resources=self.axis_resources, mesh=self.mesh, in_axes=self.in_axes)
+    @property
+    def after_passes(self) -> jax.extend.core.ClosedJaxpr:
+        """The program after namedjit's passes (sharding constraints and name tags included)."""
+        return self._stage("sharding", "the sharding pass").closed
 
     @property
-    def call(self) -> tuple[tuple, dict]:
-        """The positional and keyword arguments :attr:`jitted` is called with."""
-        if self.has_implicit:
-            return tuple(c for v in self.values for c in jax.tree_util.tree_leaves(v)), {}
-        return self.args, self.kwargs
-
-    @functools.cached_property
-    def after_passes(self) -> jax.extend.core.ClosedJaxpr:
-        """namedjit's traced program: the jaxpr after its passes (sharding constraints included)."""
-        try:
-            with _quiet_materialize():
-                return self.jitted.trace(*self.call[0], **self.call[1]).jaxpr
-        except Exception as e:  # noqa: BLE001
-            raise StageError("sharding", "namedjit tracing", e) from e
-
-    @functools.cached_property
     def lowered(self):
         """``(annotated Lowered, AnnotationReport, StableHLO text before annotation)``."""
-        try:
-            args, kwargs = self.call
-            with _quiet_materialize():
-                plain = self.jitted.trace(*args, **kwargs).lower().as_text()
-                lowered, report = self.jitted.lower_with_report(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            raise StageError("stablehlo", "lowering with namedjit", e) from e
-        return lowered, report, plain
+        return self._stage("lowered", "lowering with namedjit")
 
     @functools.cached_property
     def compiled(self) -> jax.stages.Compiled:
@@ -337,6 +221,14 @@ class Program:
             return self.lowered[0].compile()
         except Exception as e:  # noqa: BLE001
             raise StageError("hlo", "XLA compilation", e) from e
+
+
+@contextlib.contextmanager
+def _quiet_materialize() -> Iterator[None]:
+    """Silence materialization warnings (the implicit stage counts them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*implicit args will be materialized")
+        yield
 
 
 # --- stage builders -----------------------------------------------------------------------
@@ -363,9 +255,10 @@ def hlo_text(text: str) -> str:
 
 def _inputs_note(p: Program) -> str:
     parts = []
-    for x, n in zip(p.values, p.value_names):
+    for item in p.inputs.items:
+        x, n = item.value, item.names
         shape = "x".join(map(str, np.shape(x))) or "scalar"
-        kind = type(x).__name__ if _is_implicit(x) else "array"
+        kind = type(x).__name__ if item.implicit else "array"
         parts.append(f"{kind} {shape}" + (f" ({','.join('_' if a is None else str(a) for a in n)})" if n else ""))
     return "inputs: " + "; ".join(parts) if parts else "inputs: none"
 
@@ -378,21 +271,9 @@ def build_implicit(p: Program) -> Stage:
     if not p.has_implicit:
         return Stage("implicit", "implicit-array rewrite", "no implicit arrays in the arguments: nothing to rewrite")
     rewritten, stats = p.rewritten
-    notes = [_implicit_line(stats)]
+    notes = [str(stats)]
     return Stage("implicit", "implicit-array rewrite (namax.quant): implicit inputs replaced by their parts",
                  jaxpr_text(rewritten), notes=notes, before=jaxpr_text(p.traced), before_label="01-jaxpr")
-
-
-def _implicit_line(stats: ImplicitStats) -> str:
-    rewritten = sum(stats.rewritten.values())
-    materialized = sum(stats.materialized.values())
-    line = f"implicit arrays: {rewritten} use(s) rewritten"
-    if stats.rewritten:
-        line += " (" + ", ".join(f"{k} x{v}" for k, v in sorted(stats.rewritten.items())) + ")"
-    line += f", {materialized} materialized"
-    if stats.materialized:
-        line += " (" + ", ".join(f"{k} of {c} x{v}" for (k, c), v in sorted(stats.materialized.items())) + ")"
-    return line
 
 
 def build_names(p: Program) -> Stage:
@@ -425,7 +306,7 @@ def _spec_table(p: Program) -> list[str]:
         spec = pspec_for(names, aval.shape, p.axis_resources, p.mesh, strict=False, what="value")
         rows.append(f"  {label:<28} {format_type(aval, names):<36} {spec}")
 
-    for i, (v, names) in enumerate(zip(p.program.jaxpr.invars, r.in_names)):
+    for i, (v, names) in enumerate(zip(p.program.closed.jaxpr.invars, r.in_names)):
         row(f"input {i}", v.aval, names)
     for k, e in enumerate(r.equations()):
         where = f"#{k} {e.primitive}" + (f" (in {'>'.join(e.path)})" if e.path else "")
@@ -446,7 +327,7 @@ def build_sharding(p: Program) -> Stage:
     text = "\n".join(table) + "\n\nprogram after namedjit's passes (jit(...).trace):\n" + program
     base = "02-implicit" if p.has_implicit else "01-jaxpr"
     return Stage("sharding", "sharding pass: PartitionSpecs from the names, constraints in the program", text,
-                 before=jaxpr_text(p.program), before_label=base, after=program)
+                 before=jaxpr_text(p.program.closed), before_label=base, after=program)
 
 
 def build_stablehlo(p: Program) -> Stage:

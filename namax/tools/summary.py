@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any, Optional
 
 from ..tag import named_axes_p
-from .stages import ImplicitStats, Program, _implicit_line, format_type
+from .stages import ImplicitStats, Program, format_type
 
 COLLECTIVE = re.compile(r"\s(all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute)(-start)?\(")
 """A collective op in HLO text (operands such as ``%all-gather.1`` and ``-done`` halves do not match)."""
@@ -17,7 +17,11 @@ _SHAPE = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
 
 
 def dtype_bits(dtype: str) -> int:
-    """Bits per element of an HLO element type (``f32`` -> 32, ``pred`` -> 8, ``token`` -> 0)."""
+    """Bits per element of an HLO element type (``f32`` -> 32, ``pred`` -> 8, ``token`` -> 0).
+
+    >>> [dtype_bits(t) for t in ("f32", "bf16", "u8", "s4", "pred", "token")]
+    [32, 16, 8, 4, 8, 0]
+    """
     if dtype == "pred":
         return 8
     m = re.match(r"[a-z]+?(\d+)", dtype)
@@ -25,7 +29,11 @@ def dtype_bits(dtype: str) -> int:
 
 
 def shape_bytes(dtype: str, dims: str) -> int:
-    """Bytes of an HLO array type given as ``dtype`` and ``"512,512"``."""
+    """Bytes of an HLO array type given as ``dtype`` and ``"512,512"``.
+
+    >>> shape_bytes("f32", "512,512"), shape_bytes("s4", "3"), shape_bytes("f32", "")
+    (1048576, 2, 4)
+    """
     n = 1
     for d in filter(None, dims.split(",")):
         n *= int(d)
@@ -57,7 +65,11 @@ def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
 
 
 def human(n: float) -> str:
-    """``2176`` -> ``'2.1 KiB'``."""
+    """``2176`` -> ``'2.1 KiB'``.
+
+    >>> human(512), human(2176), human(3 * 2 ** 30)
+    ('512 B', '2.1 KiB', '3.0 GiB')
+    """
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -67,7 +79,15 @@ def human(n: float) -> str:
 
 @dataclasses.dataclass
 class Intermediate:
-    """One value of the program: its typed names, size and producing primitive."""
+    """One value of the program: its typed names, size and producing primitive.
+
+    >>> print(Summary(largest=[Intermediate("f32[batch:8,mlp:2]", 64, "dot_general", ("jit",))]))
+    names: 0 values; 0 fully named, 0 partly named, 0 without names
+    implicit arrays: none
+    collectives: none
+    largest intermediates:
+      f32[batch:8,mlp:2]                             64 B  dot_general in jit
+    """
 
     type: str
     nbytes: int
@@ -77,7 +97,13 @@ class Intermediate:
 
 @dataclasses.dataclass
 class Summary:
-    """The numbers of a dump (see :func:`summarize`); ``str()`` gives the printed summary."""
+    """The numbers of a dump (see :func:`summarize`); ``str()`` gives the printed summary.
+
+    >>> print(Summary(values=3, fully_named=2, unnamed=1, collectives={"all-reduce": (1, 32)}))
+    names: 3 values; 2 fully named, 0 partly named, 1 without names
+    implicit arrays: none
+    collectives: 1 (all-reduce x1 32 B)
+    """
 
     values: int = 0
     fully_named: int = 0
@@ -104,7 +130,7 @@ class Summary:
         if self.unknown_primitives:
             lines.append("  primitives without a name rule: " +
                          ", ".join(f"{k} x{v}" for k, v in sorted(self.unknown_primitives.items())))
-        lines.append(_implicit_line(self.implicit) if self.implicit is not None else "implicit arrays: none")
+        lines.append(str(self.implicit) if self.implicit is not None else "implicit arrays: none")
         if self.collectives:
             total = sum(c for c, _ in self.collectives.values())
             lines.append(f"collectives: {total} (" + ", ".join(
@@ -130,7 +156,16 @@ def _is_named(n: Any) -> bool:
 
 
 def summarize(p: Program, top: int = 5) -> Summary:
-    """Count names, implicit rewrites, collectives, memory and cost of a :class:`Program`."""
+    """Count names, implicit rewrites, collectives, memory and cost of a :class:`Program`.
+
+    >>> import namax as nx
+    >>> Batch, Embed, Mlp = nx.make_axes(batch=8, embed=4, mlp=2)
+    >>> s = summarize(Program(lambda x, w: nx.dot(x, w, axis=Embed), (nx.ones((Batch, Embed)), nx.ones((Embed, Mlp)))))
+    >>> s.fully_named, s.unnamed, s.collectives, s.output_bytes, s.flops
+    (1, 0, {}, 64, 128.0)
+    >>> s.largest[0].type, s.largest[0].primitive
+    ('f32[batch:8,mlp:2]', 'dot_general')
+    """
     s = Summary(implicit=p.rewritten[1] if p.has_implicit else None)
     r = p.names
     s.unknown_primitives = r.unknown_primitives
