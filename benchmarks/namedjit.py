@@ -92,15 +92,19 @@ def interleaved(calls: dict, repeats: int, inner: int) -> dict:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def first_calls(make_a, args_a, make_b, args_b, repeats: int) -> tuple[float, float]:
-    """Median cold-call seconds (trace + compile + run) of two programs, alternating."""
+def first_calls(make_a, args_a, make_b, args_b, repeats: int, lower_only: bool = False) -> tuple[float, float]:
+    """Median cold-call seconds (trace + compile + run; ``lower_only``: trace + lower) of
+    two programs, alternating."""
     samples: tuple[list, list] = ([], [])
     for _ in range(repeats):
         for out, make, args in ((samples[0], make_a, args_a), (samples[1], make_b, args_b)):
             jax.clear_caches()
             fn = make()
             t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
+            if lower_only:
+                fn.lower(*args)
+            else:
+                jax.block_until_ready(fn(*args))
             out.append(time.perf_counter() - t0)
     return statistics.median(samples[0]), statistics.median(samples[1])
 
@@ -133,6 +137,8 @@ def main() -> None:
     rows.append(("step time fwd+bwd (ms)", t["named"] * 1e3, t["plain"] * 1e3))
     f_n, f_p = first_calls(named_step, (params, x), plain_step, (plain_params, x.array), repeats=r)
     rows.append(("first call: trace+compile+run (ms)", f_n * 1e3, f_p * 1e3))
+    l_n, l_p = first_calls(named_step, (params, x), plain_step, (plain_params, x.array), repeats=r, lower_only=True)
+    rows.append(("trace+lower (ms)", l_n * 1e3, l_p * 1e3))
 
     T = nx.Axis("t", 4)
     tiny = nx.ones((T,))

@@ -30,7 +30,13 @@ from .tools.summary import Summary, summarize
 
 @dataclasses.dataclass
 class DumpResult:
-    """The stages asked for (by key, in pipeline order) and the summary."""
+    """The stages asked for (by key, in pipeline order) and the summary.
+
+    >>> import jax.numpy as jnp
+    >>> r = dump(lambda x: x * 2, jnp.ones(3), stages="jaxpr,names")
+    >>> list(r.stages), r.render().splitlines()[0]
+    (['jaxpr', 'names'], '==== 1. jaxpr: the traced program (jax.make_jaxpr) ====')
+    """
 
     stages: dict[str, Stage]
     summary: Summary
@@ -66,7 +72,13 @@ class DumpResult:
 
 
 def render_stage(stage: Stage, diff: bool = False) -> str:
-    """``==== 3. names: ... ====``, the notes, the text and (with ``diff``) the diff."""
+    """``==== 3. names: ... ====``, the notes, the text and (with ``diff``) the diff.
+
+    >>> print(render_stage(Stage("names", "names pass", "b:f32[batch:2] = sin a", notes=["every primitive had a rule"])))
+    ==== 3. names: names pass ====
+    # every primitive had a rule
+    b:f32[batch:2] = sin a
+    """
     lines = [f"==== {stage.number}. {stage.key}: {stage.title} ===="]
     lines += [f"# {n}" for n in stage.notes]
     lines.append(stage.text.rstrip("\n"))
@@ -79,7 +91,11 @@ def render_stage(stage: Stage, diff: bool = False) -> str:
 
 
 def parse_stages(stages: Union[str, Sequence[str]]) -> list[str]:
-    """``"all"``, ``"summary"`` (no stage), one key or a comma list -> the keys in pipeline order."""
+    """``"all"``, ``"summary"`` (no stage), one key or a comma list -> the keys in pipeline order.
+
+    >>> parse_stages("hlo, jaxpr"), parse_stages("summary"), len(parse_stages("all"))
+    (['jaxpr', 'hlo'], [], 6)
+    """
     keys = stages.split(",") if isinstance(stages, str) else list(stages)
     keys = [k.strip() for k in keys if k.strip()]
     if "all" in keys:
@@ -91,7 +107,12 @@ def parse_stages(stages: Union[str, Sequence[str]]) -> list[str]:
 
 
 def make_mesh(mesh: Union[None, Mesh, Mapping[str, int]]) -> Optional[Mesh]:
-    """A Mesh, or ``{"data": 4, "model": 2}`` -> an Auto-axes mesh over the first devices."""
+    """A Mesh, or ``{"data": 4, "model": 2}`` -> an Auto-axes mesh over the first devices.
+
+    >>> mesh = make_mesh({"data": 1})
+    >>> mesh.axis_names, mesh.devices.shape, mesh.axis_types, make_mesh(None)
+    (('data',), (1,), (Auto,), None)
+    """
     if mesh is None or isinstance(mesh, Mesh):
         return mesh
     sizes = dict(mesh)

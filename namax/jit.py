@@ -27,7 +27,15 @@ def _as_tuple(x: Union[int, str, Sequence[Any]]) -> tuple:
 
 
 class NamedJit:
-    """The callable returned by :func:`namedjit`; see there."""
+    """The callable returned by :func:`namedjit`; see there.
+
+    >>> import namax as nx
+    >>> f = nx.namedjit(lambda x: nx.sum(x, "embed"))
+    >>> x = nx.ones(nx.make_axes(batch=2, embed=3))
+    >>> y = f(x); y = f(x)
+    >>> isinstance(f, NamedJit), y.axes, f.trace_count  # the second call reuses the trace
+    (True, (Axis('batch', 2),), 1)
+    """
 
     def __init__(self, fn: Callable, *, axis_resources: Optional[ResourceMapping] = None,
                  in_axis_resources: InAxisResources = None, out_axis_resources: Optional[ResourceMapping] = None,
@@ -183,7 +191,14 @@ class NamedJit:
 
 class Lowered:
     """``jax.stages.Lowered`` of a namedjit call (every attribute is the Lowered's);
-    :meth:`compile` gives a program called with the function's own arguments."""
+    :meth:`compile` gives a program called with the function's own arguments.
+
+    >>> import namax as nx
+    >>> x = nx.ones(nx.make_axes(batch=2, embed=3))
+    >>> lowered = nx.namedjit(lambda x: x * 2).lower(x)
+    >>> type(lowered).__name__, 'named_axes = "batch,embed"' in lowered.as_text()
+    ('Lowered', True)
+    """
 
     def __init__(self, lowered: jax.stages.Lowered, owner: NamedJit, key: CallKey,
                  original: Optional[jax.stages.Lowered] = None):
@@ -199,7 +214,15 @@ class Lowered:
 
 
 class Compiled:
-    """``jax.stages.Compiled`` of a namedjit call, called with the function's own arguments."""
+    """``jax.stages.Compiled`` of a namedjit call, called with the function's own arguments.
+
+    >>> import namax as nx
+    >>> x = nx.ones(nx.make_axes(batch=2, embed=3))
+    >>> compiled = nx.namedjit(lambda x: nx.sum(x, "embed")).lower(x).compile()
+    >>> y = compiled(x)  # called with the function's own (NamedArray) arguments
+    >>> y.axes, y.array.tolist()
+    ((Axis('batch', 2),), [3.0, 3.0])
+    """
 
     def __init__(self, compiled: jax.stages.Compiled, owner: NamedJit, key: CallKey):
         self.compiled, self._owner, self._key = compiled, owner, key

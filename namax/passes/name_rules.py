@@ -26,7 +26,13 @@ NameRule = Callable[["NamesInterpreter", jcore.JaxprEqn, list], list]
 
 
 def elementwise(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Every output dim is the same axis as the input dims at its position (rank-0 inputs broadcast)."""
+    """Every output dim is the same axis as the input dims at its position (rank-0 inputs broadcast).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x, y: x * y + 1.0)(jnp.ones((2, 3)), jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "embed"), None]).in_names  # y gets x's names
+    [('batch', 'embed'), ('batch', 'embed')]
+    """
     outs = [it.fresh(v.aval) for v in eqn.outvars]
     for out in outs:
         for x in ins:
@@ -36,24 +42,48 @@ def elementwise(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def identity(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Output ``i`` is input ``i`` (sharding constraints, copies, barriers, stop_gradient)."""
+    """Output ``i`` is input ``i`` (sharding constraints, copies, barriers, stop_gradient).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jax.lax.optimization_barrier)(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     return list(ins[: len(eqn.outvars)])
 
 
 def same_as_first(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """One output shaped and named like the first input (cumulative ops, ``rev``)."""
+    """One output shaped and named like the first input (cumulative ops, ``rev``).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.cumsum(x, axis=1))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [('batch', 'position')]
+    """
     return [ins[0]]
 
 
 def sort(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """All operands and results of a (multi-operand) sort share their axes."""
+    """All operands and results of a (multi-operand) sort share their axes.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.sort(x, axis=1))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "vocab")]).out_names
+    [('batch', 'vocab')]
+    """
     for x in ins[1:]:
         it.unify_dims(ins[0], x)
     return [ins[0]] * len(eqn.outvars)
 
 
 def leading(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Outputs share the first input's leading dims (PRNG keys: ``random_wrap``, ``random_bits``, ...)."""
+    """Outputs share the first input's leading dims (PRNG keys: ``random_wrap``, ``random_bits``, ...).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jax.vmap(jax.random.split))(jax.random.split(jax.random.key(0), 4))
+    >>> infer(cj, [("batch",)]).out_names
+    [('batch', None)]
+    """
     outs = [it.fresh(v.aval) for v in eqn.outvars]
     for out in outs:
         it.unify_dims(ins[0], out)
@@ -61,12 +91,24 @@ def leading(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def no_constraint(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Outputs unrelated to the inputs (``iota``, random number generation)."""
+    """Outputs unrelated to the inputs (``iota``, random number generation).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: (x, jnp.arange(3)))(jnp.ones(3))
+    >>> infer(cj, [("embed",)]).out_names
+    [('embed',), (None,)]
+    """
     return [it.fresh(v.aval) for v in eqn.outvars]
 
 
 def bitcast_convert_type(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Same rank: elementwise; a changed width adds or drops the last dim."""
+    """Same rank: elementwise; a changed width adds or drops the last dim.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jax.lax.bitcast_convert_type(x, jnp.uint8))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed', None)]
+    """
     (x,) = ins
     out = it.fresh(eqn.outvars[0].aval)
     it.unify_dims(x[: len(out)], out[: len(x)])
@@ -77,7 +119,13 @@ def bitcast_convert_type(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list)
 
 
 def broadcast_in_dim(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Operand dim ``i`` becomes output dim ``broadcast_dimensions[i]`` unless it broadcasts from 1."""
+    """Operand dim ``i`` becomes output dim ``broadcast_dimensions[i]`` unless it broadcasts from 1.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.broadcast_to(x, (4, 3)))(jnp.ones(3))
+    >>> infer(cj, [("embed",)]).out_names
+    [(None, 'embed')]
+    """
     out = it.fresh(eqn.outvars[0].aval)
     for i, d in enumerate(eqn.params["broadcast_dimensions"]):
         it.unify(ins[0][i], out[d])
@@ -85,12 +133,24 @@ def broadcast_in_dim(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> 
 
 
 def transpose(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Output dim ``i`` is operand dim ``permutation[i]``."""
+    """Output dim ``i`` is operand dim ``permutation[i]``.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: x.T)(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('embed', 'batch')]
+    """
     return [tuple(ins[0][p] for p in eqn.params["permutation"])]
 
 
 def squeeze(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """The removed size-1 dims vanish, the rest map through."""
+    """The removed size-1 dims vanish, the rest map through.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.squeeze(x, 1))(jnp.ones((2, 1, 3)))
+    >>> infer(cj, [("batch", None, "embed")]).out_names
+    [('batch', 'embed')]
+    """
     gone = {d % len(ins[0]) for d in eqn.params["dimensions"]}
     return [tuple(n for i, n in enumerate(ins[0]) if i not in gone)]
 
@@ -106,6 +166,11 @@ def reshape(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     (``x.reshape(b, s, heads, head_dim)`` of an ``embed`` dim: the heads dim is ``embed``,
     head_dim stays unnamed; see :mod:`namax.passes.names`). Groups that both split and
     merge are left unrelated.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: x.reshape(6))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [(('batch', 'position'),)]
     """
     x = ins[0]
     if eqn.params.get("dimensions") is not None:
@@ -147,13 +212,25 @@ def _product_groups(src: Sequence[int], dst: Sequence[int], size: Callable[[int]
 
 
 def reduce_axes(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``reduce_*``/``argmax``/``argmin``: the reduced ``axes`` vanish."""
+    """``reduce_*``/``argmax``/``argmin``: the reduced ``axes`` vanish.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.argmax(x, axis=1))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "vocab")]).out_names
+    [('batch',)]
+    """
     gone = set(eqn.params["axes"])
     return [tuple(n for i, n in enumerate(ins[0]) if i not in gone)]
 
 
 def reduce(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Generic ``reduce`` (operands then init values): operands share axes, ``dimensions`` vanish."""
+    """Generic ``reduce`` (operands then init values): operands share axes, ``dimensions`` vanish.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jax.lax.reduce(x, 0.0, lambda a, b: a + 2 * b, (1,)))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "vocab")]).out_names
+    [('batch',)]
+    """
     k = len(eqn.outvars)
     operands = ins[:k]
     for x in operands[1:]:
@@ -165,7 +242,13 @@ def reduce(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 def concatenate(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
     """All dims but the concatenated one unify; the concatenated dim is a new, unnamed axis,
     unless the pieces were cut (sliced or split) from one dim and cover it whole: then it
-    is that dim (split-then-concatenate, as in rotary embeddings, keeps its name)."""
+    is that dim (split-then-concatenate, as in rotary embeddings, keeps its name).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.concatenate(jnp.split(x, 2, axis=1)[::-1], axis=1))(jnp.ones((2, 4)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     out = it.fresh(eqn.outvars[0].aval)
     dim = eqn.params["dimension"]
     for x in ins:
@@ -177,7 +260,13 @@ def concatenate(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def split(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Pieces keep every dim but the split one, which is recorded as a cut of the input's."""
+    """Pieces keep every dim but the split one, which is recorded as a cut of the input's.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.split(x, [1], axis=1))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [('batch', None), ('batch', None)]
+    """
     axis = eqn.params["axis"]
     x = ins[0]
     outs, start = [], 0
@@ -191,7 +280,13 @@ def split(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def slice_(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``slice``: dims taken whole map through; a contiguous range of a dim is a cut of it."""
+    """``slice``: dims taken whole map through; a contiguous range of a dim is a cut of it.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: x[:, 1:])(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [('batch', None)]
+    """
     out = it.fresh(eqn.outvars[0].aval)
     x = ins[0]
     strides = eqn.params["strides"] or (1,) * len(x)
@@ -204,7 +299,13 @@ def slice_(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def pad(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Unpadded dims map through; padded dims are new axes."""
+    """Unpadded dims map through; padded dims are new axes.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jnp.pad(x, ((0, 0), (1, 1))))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [('batch', None)]
+    """
     x = ins[0]
     out = it.fresh(eqn.outvars[0].aval)
     for i, cfg in enumerate(eqn.params["padding_config"]):
@@ -214,7 +315,13 @@ def pad(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def keep_full_dims(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``slice``/``dynamic_slice``/``top_k``: dims taken whole (same size) map through."""
+    """``slice``/``dynamic_slice``/``top_k``: dims taken whole (same size) map through.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x, i: jax.lax.dynamic_slice(x, (0, i), (2, 2)))(jnp.ones((2, 3)), 1)
+    >>> infer(cj, [("batch", "position"), None]).out_names
+    [('batch', None)]
+    """
     out = it.fresh(eqn.outvars[0].aval)
     x = ins[0]
     if len(x) == len(out):
@@ -223,14 +330,27 @@ def keep_full_dims(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> li
 
 
 def select_and_scatter_add(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """A pooling gradient: the result has the operand's axes; window-1 dims of the source too."""
+    """A pooling gradient: the result has the operand's axes; window-1 dims of the source too.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2), (1, 2), 'VALID').sum()
+    >>> cj = jax.make_jaxpr(jax.grad(pool))(jnp.ones((2, 4)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [('batch', 'position')]
+    """
     source, operand = ins[0], ins[1]
     it.unify_dims(source, operand)  # same-size (unpooled) dims only
     return [operand]
 
 
 def dynamic_update_slice(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """The result is the operand; update dims as large as the operand's are the same axes."""
+    """The result is the operand; update dims as large as the operand's are the same axes.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x, y: jax.lax.dynamic_update_slice(x, y, (0, 1)))(jnp.ones((2, 3)), jnp.ones((2, 1)))
+    >>> infer(cj, [("batch", "position"), None]).in_names
+    [('batch', 'position'), ('batch', None)]
+    """
     operand, update = ins[0], ins[1]
     it.unify_dims(operand, update)
     return [operand]
@@ -241,6 +361,11 @@ def gather(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
     Covers ``x[idx]``, ``jnp.take`` and namax indexing: the output's non-offset dims are
     the index array's dims (without its trailing index-vector dim), in order.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda table, ids: table[ids])(jnp.ones((10, 4)), jnp.zeros(3, int))
+    >>> infer(cj, [("vocab", "embed"), ("token",)]).out_names
+    [('token', 'embed')]
     """
     dn = eqn.params["dimension_numbers"]
     operand, indices = ins[0], ins[1]
@@ -253,7 +378,13 @@ def gather(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def scatter(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """The result is the operand; window dims of the updates are the operand's, scatter dims the indices'."""
+    """The result is the operand; window dims of the updates are the operand's, scatter dims the indices'.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x, ids, y: x.at[ids].add(y))(jnp.ones((10, 4)), jnp.zeros(3, int), jnp.ones((3, 4)))
+    >>> infer(cj, [("vocab", "embed"), ("token",), None]).in_names
+    [('vocab', 'embed'), ('token',), ('token', 'embed')]
+    """
     dn = eqn.params["dimension_numbers"]
     operand, indices, updates = ins[0], ins[1], ins[2]
     _index_dims(it, operand, indices, updates, dn.update_window_dims, dn.inserted_window_dims,
@@ -306,7 +437,13 @@ def _index_dims(it: "NamesInterpreter", operand: tuple, indices: tuple, sliced: 
 
 
 def dot_general(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Contracting dims unify pairwise; output = batch dims, lhs free dims, rhs free dims."""
+    """Contracting dims unify pairwise; output = batch dims, lhs free dims, rhs free dims.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x, w: x @ w)(jnp.ones((2, 3)), jnp.ones((3, 4)))
+    >>> infer(cj, [("batch", "embed"), ("embed", "mlp")]).out_names
+    [('batch', 'mlp')]
+    """
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lhs, rhs = ins
     for a, b in zip(lc, rc):
@@ -324,6 +461,12 @@ def conv_general_dilated(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list)
     The convs ``jax.grad`` makes for a kernel's and an input's gradient are linked to the
     kernel and the input (:func:`_transposed`): a cotangent that starts as a fresh array of
     ones would otherwise leave their window and spatial dims unnamed.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1,), 'SAME')
+    >>> cj = jax.make_jaxpr(conv)(jnp.ones((2, 3, 8)), jnp.ones((5, 3, 3)))
+    >>> infer(cj, [("batch", "channel", "position"), ("out", "channel", None)]).out_names
+    [('batch', 'out', 'position')]
     """
     p = eqn.params
     lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
@@ -362,7 +505,14 @@ def _transposed(it: "NamesInterpreter", key: tuple, operand: tuple, out: tuple):
 
 
 def named_axes(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """A tag names its output; input and output are only softly linked (a tag can rename)."""
+    """A tag names its output; input and output are only softly linked (a tag can rename).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> import namax as nx
+    >>> cj = jax.make_jaxpr(lambda x: nx.named(x, ("batch", "embed")).array * 2)(jnp.ones((2, 3)))
+    >>> infer(cj, None).in_names  # the tag names the input too
+    [('batch', 'embed')]
+    """
     out = it.fresh(eqn.outvars[0].aval)
     for node, name, src in zip(out, eqn.params["axes"], ins[0]):
         if name is not None:
@@ -372,7 +522,13 @@ def named_axes(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def call(param: str) -> NameRule:
-    """A rule for call-like primitives whose sub-jaxpr ``param`` takes every input."""
+    """A rule for call-like primitives whose sub-jaxpr ``param`` takes every input.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda x: jax.jit(jnp.sin)(x))(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     def rule(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
         return it.eval_sub(eqn.params[param], param, ins)
     rule.__doc__ = f"Walk the sub-jaxpr in param {param!r} with the equation's inputs."
@@ -380,7 +536,14 @@ def call(param: str) -> NameRule:
 
 
 def scan(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Consts pass in; carry-in = carry-out = outer carry; xs lose, ys gain, the scanned axis."""
+    """Consts pass in; carry-in = carry-out = outer carry; xs lose, ys gain, the scanned axis.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> step = lambda h, x: (jnp.tanh(h + x), h)
+    >>> cj = jax.make_jaxpr(lambda h, xs: jax.lax.scan(step, h, xs))(jnp.ones(3), jnp.ones((5, 3)))
+    >>> infer(cj, [None, ("position", "embed")]).out_names
+    [('embed',), ('position', 'embed')]
+    """
     p = eqn.params
     nc, nk = p["num_consts"], p["num_carry"]
     consts, carry, xs = ins[:nc], ins[nc:nc + nk], ins[nc + nk:]
@@ -394,7 +557,13 @@ def scan(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def cond(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Every branch gets the same operands and its outputs are unified with the others'."""
+    """Every branch gets the same operands and its outputs are unified with the others'.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda p, x: jax.lax.cond(p, jnp.sin, jnp.cos, x))(True, jnp.ones((2, 3)))
+    >>> infer(cj, [None, ("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     branches = eqn.params["branches"]
     first = it.eval_sub(branches[0], "branch 0", ins[1:])
     for k, branch in enumerate(branches[1:], 1):
@@ -404,7 +573,14 @@ def cond(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def while_loop(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """The body's carry-out is its carry-in; the condition sees the same carry."""
+    """The body's carry-out is its carry-in; the condition sees the same carry.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> body = lambda c: (c[0] + 1, c[1] * 2)
+    >>> cj = jax.make_jaxpr(lambda x: jax.lax.while_loop(lambda c: c[0] < 3, body, (0, x))[1])(jnp.ones((2, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     p = eqn.params
     nc, nb = p["cond_nconsts"], p["body_nconsts"]
     cconsts, bconsts, carry = ins[:nc], ins[nc:nc + nb], ins[nc + nb:]
@@ -415,7 +591,15 @@ def while_loop(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def shard_map(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Body dims are the outer dims: unsharded ones unify, sharded (local-size) ones are linked."""
+    """Body dims are the outer dims: unsharded ones unify, sharded (local-size) ones are linked.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ('data',))
+    >>> f = jax.shard_map(lambda x: x * 2, mesh=mesh, in_specs=jax.P('data'), out_specs=jax.P('data'))
+    >>> cj = jax.make_jaxpr(f)(jnp.ones((4, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     body = eqn.params["jaxpr"]
 
     def across(outer: tuple, local: tuple) -> None:

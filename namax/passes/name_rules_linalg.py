@@ -29,7 +29,13 @@ def _batch(it: "NamesInterpreter", eqn: jcore.JaxprEqn, x: tuple, matrix_dims: i
 
 
 def triangular_solve(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``a x = b`` (or ``x a = b``): ``x`` is shaped like ``b``; the solved dim is one of ``a``'s."""
+    """``a x = b`` (or ``x a = b``): ``x`` is shaped like ``b``; the solved dim is one of ``a``'s.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True))(jnp.eye(3), jnp.ones((3, 2)))
+    >>> infer(cj, [("row", "col"), (None, "rhs")]).out_names
+    [('col', 'rhs')]
+    """
     a, b = ins
     p = eqn.params
     [x] = _batch(it, eqn, b)
@@ -47,7 +53,13 @@ def triangular_solve(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> 
 
 
 def lu(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``lu`` is shaped like ``a``; the permutation runs over ``a``'s rows; the pivots are new."""
+    """``lu`` is shaped like ``a``; the permutation runs over ``a``'s rows; the pivots are new.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jax.lax.linalg.lu)(jnp.ones((2, 3, 3)))
+    >>> infer(cj, [("batch", None, None)]).out_names
+    [('batch', None, None), ('batch', None), ('batch', None)]
+    """
     a = ins[0]
     factors, pivots, permutation = _batch(it, eqn, a)
     it.unify_dims(a, factors)
@@ -56,7 +68,13 @@ def lu(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def qr(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``a = q r``: ``q``'s rows are ``a``'s, ``r``'s columns are ``a``'s, ``q`` and ``r`` share ``k``."""
+    """``a = q r``: ``q``'s rows are ``a``'s, ``r``'s columns are ``a``'s, ``q`` and ``r`` share ``k``.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jnp.linalg.qr)(jnp.ones((2, 4, 3)))
+    >>> infer(cj, [("batch", "row", "col")]).out_names
+    [('batch', 'row', None), ('batch', None, 'col')]
+    """
     a = ins[0]
     q, r = _batch(it, eqn, a)
     it.unify(q[-2], a[-2])
@@ -66,7 +84,13 @@ def qr(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def eigh(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """Eigenvectors ``v`` (columns) run over ``a``'s rows; eigenvalue ``i`` goes with column ``i``."""
+    """Eigenvectors ``v`` (columns) run over ``a``'s rows; eigenvalue ``i`` goes with column ``i``.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jnp.linalg.eigh)(jnp.ones((2, 3, 3)))
+    >>> infer(cj, [("batch", None, None)]).out_names
+    [('batch', None), ('batch', None, None)]
+    """
     a = ins[0]
     v, w = _batch(it, eqn, a)
     it.unify(v[-2], a[-2])
@@ -75,7 +99,13 @@ def eigh(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def svd(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """``a = u diag(s) vt``: ``u``'s rows are ``a``'s, ``vt``'s columns are ``a``'s; ``s`` pairs with both."""
+    """``a = u diag(s) vt``: ``u``'s rows are ``a``'s, ``vt``'s columns are ``a``'s; ``s`` pairs with both.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jnp.linalg.svd)(jnp.ones((2, 4, 3)))
+    >>> infer(cj, [("batch", "row", "col")]).out_names
+    [('batch', 'row', None), ('batch', None), ('batch', None, 'col')]
+    """
     a = ins[0]
     outs = _batch(it, eqn, a)
     if len(outs) == 3:
@@ -88,13 +118,26 @@ def svd(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
 
 
 def custom_linear_solve(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """The solution has the axes of the right-hand side (the trailing operands)."""
+    """The solution has the axes of the right-hand side (the trailing operands).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> cj = jax.make_jaxpr(jnp.linalg.solve)(jnp.eye(3), jnp.ones((3, 2)))
+    >>> infer(cj, [None, (None, "rhs")]).out_names
+    [(None, 'rhs')]
+    """
     n = len(eqn.outvars)
     return list(ins[len(ins) - n:])
 
 
 def reduce_window(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """A generic ``reduce_window`` over ``n`` operands (then ``n`` init values): whole dims map through."""
+    """A generic ``reduce_window`` over ``n`` operands (then ``n`` init values): whole dims map through.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> win = lambda x: jax.lax.reduce_window(x, 0.0, lambda a, b: a + 2 * b, (1, 2), (1, 2), 'VALID')
+    >>> cj = jax.make_jaxpr(win)(jnp.ones((2, 4)))
+    >>> infer(cj, [("batch", "position")]).out_names
+    [('batch', None)]
+    """
     n = len(eqn.outvars)
     outs = []
     for i in range(n):
@@ -118,6 +161,13 @@ def _collective(dim_param: str, inserts: bool):
     """A gather (``inserts``: untiled adds a dim) or a scatter (untiled removes one) along ``dim_param``.
 
     Tiled, the dim grows or shrinks in place and is linked to the input's.
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
+    >>> gather = lambda x: jax.lax.all_gather(x, "data", axis=1)  # untiled: a new dim at 1
+    >>> f = jax.shard_map(gather, mesh=mesh, in_specs=jax.P("data"), out_specs=jax.P("data"), check_vma=False)
+    >>> infer(jax.make_jaxpr(f)(jnp.ones((4, 3))), [("batch", "embed")]).out_names
+    [('batch', None, 'embed')]
     """
     def rule(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
         x, (v,) = ins[0], eqn.outvars
@@ -140,7 +190,16 @@ reduce_scatter = _collective("scatter_dimension", inserts=False)  # psum_scatter
 
 
 def all_to_all(it: "NamesInterpreter", eqn: jcore.JaxprEqn, ins: list) -> list:
-    """The split dim shrinks and the concatenated dim grows; each stays the same axis (linked)."""
+    """The split dim shrinks and the concatenated dim grows; each stays the same axis (linked).
+
+    >>> import jax, jax.numpy as jnp; from namax.passes.names import infer
+    >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ('data',))
+    >>> a2a = lambda x: jax.lax.all_to_all(x, 'data', 0, 1, tiled=True)
+    >>> f = jax.shard_map(a2a, mesh=mesh, in_specs=jax.P('data'), out_specs=jax.P(None, 'data'))
+    >>> cj = jax.make_jaxpr(f)(jnp.ones((4, 3)))
+    >>> infer(cj, [("batch", "embed")]).out_names
+    [('batch', 'embed')]
+    """
     x, (v,) = ins[0], eqn.outvars
     out = it.fresh(v.aval)
     if len(x) == len(out):

@@ -61,14 +61,30 @@ def _text(origin: Origin) -> str:
 
 
 class AxisNameConflictError(ValueError):
-    """Two different axis names met on one dimension, or one name was used with two sizes."""
+    """Two different axis names met on one dimension, or one name was used with two sizes.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cj = jax.make_jaxpr(lambda x, y: x + y)(jnp.ones(2), jnp.ones(2))
+    >>> infer(cj, [("batch",), ("embed",)])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    namax.passes.names.AxisNameConflictError: Axis name conflict at `add`(f32[2], f32[2]) at ...: one dimension (size 2) is named 'embed' (input 1, dimension 0) and 'batch' (input 0, dimension 0)
+    """
 
 
 # --- the union-find ------------------------------------------------------------------
 
 
 class DimSolver:
-    """Union-find over dimension nodes, with a name label and optional parts per class."""
+    """Union-find over dimension nodes, with a name label and optional parts per class.
+
+    >>> s = DimSolver()
+    >>> a, b, c = s.fresh(4), s.fresh(4), s.fresh(4)
+    >>> s.label(a, "batch", "input 0")
+    >>> s.unify(a, b, "an add")
+    >>> s.name(b), s.name(c), s.size(c)
+    ('batch', None, 4)
+    """
 
     def __init__(self, check_sizes: bool = False):
         self.check_sizes = check_sizes
@@ -285,7 +301,16 @@ def _where(eqn: jcore.JaxprEqn, path: Sequence[str]) -> str:
 
 
 class NamesInterpreter(Interpreter):
-    """The names pass's walk: values are tuples of dimension nodes of a :class:`DimSolver`."""
+    """The names pass's walk: values are tuples of dimension nodes of a :class:`DimSolver`.
+
+    >>> import jax, jax.numpy as jnp
+    >>> walk = NamesInterpreter()
+    >>> x = walk.fresh(jax.typeof(jnp.ones((2, 3))))
+    >>> walk.label(x[0], "batch")
+    >>> (y,) = walk.run(jax.make_jaxpr(lambda x: jnp.sum(jnp.exp(x), axis=1))(jnp.ones((2, 3))), x)
+    >>> walk.solver.name(y[0]), dict(walk.unknown)
+    ('batch', {})
+    """
 
     def __init__(self, rules: Optional[Mapping[Any, Any]] = None, check_sizes: bool = False):
         super().__init__(RULES if rules is None else rules, default=NamesInterpreter._unknown,
@@ -399,7 +424,15 @@ class NamesInterpreter(Interpreter):
 
 @dataclasses.dataclass(frozen=True)
 class EqnNames:
-    """One visited equation with its operands' and results' names."""
+    """One visited equation with its operands' and results' names.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cj = jax.make_jaxpr(lambda x, w: jnp.tanh(x @ w))(jnp.ones((2, 3)), jnp.ones((3, 4)))
+    >>> for e in infer(cj, [("batch", "embed"), ("embed", "mlp")]).equations():
+    ...     print(e.primitive, e.in_names, e.out_names)
+    dot_general [('batch', 'embed'), ('embed', 'mlp')] [('batch', 'mlp')]
+    tanh [('batch', 'mlp')] [('batch', 'mlp')]
+    """
 
     eqn: jcore.JaxprEqn
     path: tuple  # enclosing primitives, outermost first
@@ -412,7 +445,14 @@ class EqnNames:
 
 
 class NamesResult:
-    """The solved names of a jaxpr: look up any var, list equations, print, report coverage."""
+    """The solved names of a jaxpr: look up any var, list equations, print, report coverage.
+
+    >>> import jax, jax.numpy as jnp
+    >>> cj = jax.make_jaxpr(lambda x: jnp.sum(jnp.exp(x), axis=1))(jnp.ones((2, 3)))
+    >>> r = infer(cj, [("batch", "vocab")])
+    >>> r.out_names, r.names_of(cj.jaxpr.eqns[0].outvars[0]), r.dim_coverage(), r.unknown_primitives
+    ([('batch',)], ('batch', 'vocab'), (3, 3), {})
+    """
 
     def __init__(self, closed: jcore.ClosedJaxpr, walk: NamesInterpreter, in_dims: list, out_dims: list):
         self.closed_jaxpr = closed

@@ -21,7 +21,17 @@ from .sharding import ShardingInterpreter, constrain, spec_or_none
 
 
 class ImplicitPass:
-    """Rewrite the equations that touch implicit inputs (:mod:`namax.passes.implicit`)."""
+    """Rewrite the equations that touch implicit inputs (:mod:`namax.passes.implicit`).
+
+    >>> import jax.numpy as jnp
+    >>> from namax.driver import Config, collect_inputs, trace
+    >>> from namax.quant import Zeros
+    >>> config = Config()
+    >>> inputs = collect_inputs((Zeros(shape=(2,)), jnp.ones(2)), {}, config)
+    >>> program = ImplicitPass(inputs)(trace(lambda z, x: z * x + x, inputs, config).program)
+    >>> print(program.implicit_stats)
+    implicit arrays: 2 use(s) rewritten (add x1, mul x1), 0 materialized
+    """
 
     name = "implicit"
 
@@ -38,7 +48,15 @@ class ImplicitPass:
 
 
 class NamesPass:
-    """Solve the names of every value (:mod:`namax.passes.names`); outputs get their solved names."""
+    """Solve the names of every value (:mod:`namax.passes.names`); outputs get their solved names.
+
+    >>> import jax.numpy as jnp
+    >>> from namax.driver import Config, collect_inputs, trace
+    >>> config = Config(in_axes=(("batch", "embed"), ("embed", "mlp")))
+    >>> inputs = collect_inputs((jnp.ones((2, 3)), jnp.ones((3, 4))), {}, config)
+    >>> NamesPass()(trace(lambda x, w: x @ w, inputs, config).program).out_names
+    [('batch', 'mlp')]
+    """
 
     name = "names"
 
@@ -50,7 +68,17 @@ class NamesPass:
 
 class ShardingPass:
     """Tag values with their solved names and constrain every named value to the sharding
-    its names map to; inputs by their own mappings, outputs by the output mapping."""
+    its names map to; inputs by their own mappings, outputs by the output mapping.
+
+    >>> import numpy as np, jax, jax.numpy as jnp
+    >>> from namax.driver import Config, collect_inputs, trace
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> config = Config(in_axes=(("batch", "embed"),), mapping={"batch": "data"}, mesh=mesh)
+    >>> inputs = collect_inputs((jnp.ones((4, 3)),), {}, config)
+    >>> program = ShardingPass(config)(NamesPass()(trace(jnp.sin, inputs, config).program))
+    >>> [e.primitive.name for e in program.closed.eqns]
+    ['sharding_constraint', 'sin', 'named_axes', 'sharding_constraint', 'sharding_constraint']
+    """
 
     name = "sharding"
 
@@ -89,7 +117,16 @@ class ShardingPass:
 
 
 def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any) -> Any:
-    """``x`` resharded (``jax.sharding.reshard``, Explicit meshes) to the spec its names map to."""
+    """``x`` resharded (``jax.sharding.reshard``, Explicit meshes) to the spec its names map to.
+
+    >>> import numpy as np, jax, jax.numpy as jnp
+    >>> from jax.sharding import AxisType
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(AxisType.Explicit,))
+    >>> with jax.set_mesh(mesh):
+    ...     y = jax.jit(lambda x: reshard(x, ("batch", None), {"batch": "data"}, mesh))(jnp.zeros((4, 2)))
+    >>> y.sharding.spec
+    P('data', None)
+    """
     spec = spec_or_none(names, x.shape, mapping, mesh, strict=False, what="value")
     current = getattr(jax.typeof(x).sharding, "spec", None)
     pad = lambda p: tuple(p) + (None,) * (len(x.shape) - len(p))
@@ -100,7 +137,13 @@ def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any) -> Any:
 
 
 def output_specs(names: list, shapes: list, mapping: ResourceMapping, mesh: Any) -> list[PartitionSpec]:
-    """Per output, the PartitionSpec its names map to (replicated where unnamed)."""
+    """Per output, the PartitionSpec its names map to (replicated where unnamed).
+
+    >>> import numpy as np, jax
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> output_specs([("batch", "embed"), None], [(4, 2), (3,)], {"batch": "data"}, mesh)
+    [P('data',), P()]
+    """
     return [spec_or_none(n, s, mapping, mesh, strict=False, what="output") for n, s in zip(names, shapes)]
 
 

@@ -33,7 +33,13 @@ from .implicit import ArrayValue, ImplicitArray, _has_aval, _split, aux_field, m
 
 @dataclasses.dataclass
 class LoraWeight(ImplicitArray):
-    """``w + (alpha / r) a b^T`` with ``w [..., in, out]``, ``a [..., in, r]``, ``b [..., out, r]``."""
+    """``w + (alpha / r) a b^T`` with ``w [..., in, out]``, ``a [..., in, r]``, ``b [..., out, r]``.
+
+    >>> import jax.numpy as jnp
+    >>> lw = LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 2)), jnp.ones((3, 2)), alpha=2.0)
+    >>> lw.shape, lw.rank, lw.scale, lw.materialize()[0].tolist()
+    ((4, 3), 2, 1.0, [2.0, 2.0, 2.0])
+    """
 
     w: ArrayValue
     a: ArrayValue
@@ -355,7 +361,14 @@ def wrap(params: Any, rank: int, key: jax.Array, where: Optional[Callable[[Any, 
 
 
 def merge(params: Any) -> Any:
-    """``params`` with every LoraWeight folded into a dense array ``w + (alpha/r) a b^T``."""
+    """``params`` with every LoraWeight folded into a dense array ``w + (alpha/r) a b^T``.
+
+    >>> import jax.numpy as jnp
+    >>> p = {"w": LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 1)), jnp.ones((3, 1))), "bias": jnp.ones(3)}
+    >>> merged = merge(p)
+    >>> type(merged["w"]).__name__, merged["w"][0].tolist(), merged["bias"] is p["bias"]
+    ('ArrayImpl', [1.0, 1.0, 1.0], True)
+    """
     return jax.tree_util.tree_map(lambda x: x.materialize() if isinstance(x, LoraWeight) else x, params,
                                   is_leaf=lambda x: isinstance(x, LoraWeight))
 
@@ -440,7 +453,13 @@ def optimizer(opt: optax.GradientTransformation, trainable: _Trainable = None) -
 
 
 def factors(params: Any) -> list[LoraWeight]:
-    """The LoraWeights in ``params``, in tree order."""
+    """The LoraWeights in ``params``, in tree order.
+
+    >>> import jax, jax.numpy as jnp
+    >>> p = wrap({"w1": jnp.ones((4, 3)), "w2": jnp.ones((3, 2)), "bias": jnp.ones(3)}, rank=2, key=jax.random.key(0))
+    >>> [w.shape for w in factors(p)]
+    [(4, 3), (3, 2)]
+    """
     return [x for x in jax.tree_util.tree_leaves(params, is_leaf=lambda x: isinstance(x, LoraWeight))
             if isinstance(x, LoraWeight)]
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Hashable
 import jax
 import numpy as np
 
+from ..arguments import Static
 from .implicit import ImplicitArray, is_implicit
 from .interpret import ImplicitInterpreter
 
@@ -28,33 +29,6 @@ def _spec(x: Any) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(x.shape, x.dtype)
     aval = jax.typeof(x)
     return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
-
-
-class _Static:
-    """A static leaf in the cache key: by value when hashable, else by identity."""
-
-    __slots__ = ("value", "hashable")
-
-    def __init__(self, value: Any):
-        self.value = value
-        try:
-            hash(value)
-            self.hashable = True
-        except TypeError:
-            self.hashable = False
-
-    def __hash__(self) -> int:
-        return hash((type(self.value), self.value)) if self.hashable else id(self.value)
-
-    def __eq__(self, other: Any) -> bool:
-        if not isinstance(other, _Static) or self.hashable != other.hashable:
-            return False
-        if not self.hashable:
-            return self.value is other.value
-        try:
-            return type(self.value) is type(other.value) and bool(self.value == other.value)
-        except Exception:
-            return self.value is other.value
 
 
 def use_implicit_args(fn: Callable) -> Callable:
@@ -73,7 +47,7 @@ def use_implicit_args(fn: Callable) -> Callable:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=is_implicit)
         dynamic = [x for x in leaves if _is_dynamic(x)]
-        statics = tuple(_Static(x) for x in leaves if not _is_dynamic(x))
+        statics = tuple(Static(x) for x in leaves if not _is_dynamic(x))
         kinds = tuple(_is_dynamic(x) for x in leaves)
         specs = [_spec(x) for x in dynamic]
         key = (treedef, kinds, tuple((s.shape, s.dtype, s.weak_type) for s in specs), statics)

@@ -28,7 +28,12 @@ from ..passes.names import NamesResult, infer
 
 
 class StageError(RuntimeError):
-    """A stage could not be built; ``stage`` says which, the message says why."""
+    """A stage could not be built; ``stage`` says which, the message says why.
+
+    >>> e = StageError("names", "the names pass", ValueError("axis 'batch' has two sizes\\nmore detail"))
+    >>> e.stage, str(e)
+    ('names', "the names pass failed: ValueError: axis 'batch' has two sizes")
+    """
 
     def __init__(self, stage: str, what: str, cause: BaseException):
         self.stage, self.what, self.cause = stage, what, cause
@@ -42,7 +47,18 @@ def _first_line(e: BaseException) -> str:
 
 @dataclasses.dataclass
 class Stage:
-    """One stage of a dump: ``text`` to read, ``before``/``after`` for its diff."""
+    """One stage of a dump: ``text`` to read, ``before``/``after`` for its diff.
+
+    >>> s = Stage("names", "names pass", "b = sin a", before="b = cos a", before_label="01-jaxpr")
+    >>> s.number, s.filename
+    (3, '03-names.txt')
+    >>> print(s.diff)
+    --- 01-jaxpr
+    +++ 03-names
+    @@ -1,1 +1,1 @@
+    -b = cos a
+    +b = sin a
+    """
 
     key: str
     title: str
@@ -79,6 +95,16 @@ def program_diff(before: str, after: str, before_label: str, after_label: str, c
 
     A pass that inserts equations renames every later variable; comparing lines with the
     variables masked shows only the inserted and changed equations (printed as they are).
+
+    >>> before = "b = sin a\\nc = mul b 2.0"
+    >>> after = "b = sin a\\nc = neg b\\nd = mul c 2.0"   # an inserted eqn renames the later vars
+    >>> print(program_diff(before, after, "before", "after"))
+    --- before
+    +++ after
+    @@ -1,2 +1,3 @@
+     b = sin a
+    +c = neg b
+     d = mul c 2.0
     """
     old, new = before.splitlines(), after.splitlines()
     matcher = difflib.SequenceMatcher(None, [_VAR.sub("_", x) for x in old], [_VAR.sub("_", x) for x in new],
@@ -107,6 +133,12 @@ class Program:
     ``namedjit(...).lower()`` of the call runs with a recording hook
     (:func:`namax.driver.recording`): the traced jaxpr and the program after each pass are
     the ones namedjit compiles, from the same single trace of the function.
+
+    >>> import namax as nx
+    >>> Batch, Embed = nx.make_axes(batch=2, embed=3)
+    >>> p = Program(lambda x: nx.sum(x, Embed), (nx.ones((Batch, Embed)),))
+    >>> [i.names for i in p.inputs.items], p.names.out_names, p.has_implicit, p.sharded
+    ([('batch', 'embed')], [('batch',)], False, False)
     """
 
     def __init__(self, fn: Callable, args: Sequence[Any], kwargs: Optional[Mapping[str, Any]] = None, *,
@@ -239,7 +271,17 @@ _HLO_TABLES = re.compile(r"\n(FileNames|FunctionNames|FileLocations|StackFrames)
 
 
 def jaxpr_text(closed: Any) -> str:
-    """``str(jaxpr)`` with each sharding constraint's parameters shortened to its PartitionSpec."""
+    """``str(jaxpr)`` with each sharding constraint's parameters shortened to its PartitionSpec.
+
+    >>> import numpy as np, jax, jax.numpy as jnp
+    >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    >>> mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> constrained = lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
+    >>> print(jaxpr_text(jax.make_jaxpr(constrained)(jnp.zeros(4))))
+    { lambda ; a:f32[4]. let
+        b:f32[4] = sharding_constraint[P('data',)] a
+      in (b,) }
+    """
     def short(m: re.Match) -> str:
         spec = _SPEC.search(m.group(1))
         return f"sharding_constraint[{spec.group(1) if spec else '...'}]"
@@ -248,7 +290,11 @@ def jaxpr_text(closed: Any) -> str:
 
 
 def hlo_text(text: str) -> str:
-    """HLO text without the stack-frame tables XLA appends (file names, locations)."""
+    """HLO text without the stack-frame tables XLA appends (file names, locations).
+
+    >>> hlo_text('HloModule m\\n\\nENTRY %main {\\n}\\n\\nFileNames\\n1 "model.py"\\n\\nStackFrames\\n1 1')
+    'HloModule m\\n\\nENTRY %main {\\n}\\n\\n'
+    """
     return re.sub(r"\n{3,}", "\n\n", _HLO_TABLES.sub("", text))
 
 
@@ -264,10 +310,25 @@ def _inputs_note(p: Program) -> str:
 
 
 def build_jaxpr(p: Program) -> Stage:
+    """Stage 1: the traced program, with a note listing the inputs and their names.
+
+    >>> import namax as nx
+    >>> s = build_jaxpr(Program(lambda x: nx.exp(x), (nx.ones(nx.Axis("batch", 2)),)))
+    >>> s.key, s.notes, "exp" in s.text
+    ('jaxpr', ['inputs: array 2 (batch)'], True)
+    """
     return Stage("jaxpr", "the traced program (jax.make_jaxpr)", jaxpr_text(p.traced), notes=[_inputs_note(p)])
 
 
 def build_implicit(p: Program) -> Stage:
+    """Stage 2: the program with implicit inputs replaced by their parts (diffed against stage 1).
+
+    >>> import jax.numpy as jnp
+    >>> from namax.quant import Zeros
+    >>> s = build_implicit(Program(lambda z, x: z * x, (Zeros(shape=(2,)), jnp.ones(2))))
+    >>> s.notes, s.before_label
+    (['implicit arrays: 1 use(s) rewritten (mul x1), 0 materialized'], '01-jaxpr')
+    """
     if not p.has_implicit:
         return Stage("implicit", "implicit-array rewrite", "no implicit arrays in the arguments: nothing to rewrite")
     rewritten, stats = p.rewritten
@@ -277,6 +338,14 @@ def build_implicit(p: Program) -> Stage:
 
 
 def build_names(p: Program) -> Stage:
+    """Stage 3: every value typed by its solved axis names; the coverage report as notes.
+
+    >>> import jax.numpy as jnp
+    >>> in_axes = (("batch", "embed"), ("embed", "mlp"))
+    >>> s = build_names(Program(lambda x, w: x @ w, (jnp.ones((8, 4)), jnp.ones((4, 2))), in_axes=in_axes))
+    >>> s.notes, "f32[batch:8,mlp:2]" in s.text
+    (['names pass: every primitive had a rule'], True)
+    """
     r = p.names
     notes = [r.coverage_report().splitlines()[0]] + r.coverage_report().splitlines()[1:]
     if p.has_implicit:
@@ -285,7 +354,12 @@ def build_names(p: Program) -> Stage:
 
 
 def format_type(aval: Any, names: Sequence[Any]) -> str:
-    """``f32[batch:8,embed:256]`` from an aval and its solved names."""
+    """``f32[batch:8,embed:256]`` from an aval and its solved names.
+
+    >>> import jax, jax.numpy as jnp
+    >>> format_type(jax.typeof(jnp.zeros((8, 4, 2))), ("batch", None, ("head", "dim")))
+    'f32[batch:8,_:4,head*dim:2]'
+    """
     dtype = aval.str_short(short_dtypes=True).split("[", 1)[0]
 
     def one(n):
@@ -319,6 +393,17 @@ def _spec_table(p: Program) -> list[str]:
 
 
 def build_sharding(p: Program) -> Stage:
+    """Stage 4: the PartitionSpec of every named value and the program after namedjit's passes.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> x = nx.ones(nx.make_axes(batch=4, embed=2))
+    >>> p = Program(lambda x: x * 2, (x,), axis_resources={"batch": "data"}, mesh=mesh)
+    >>> print("\\n".join(build_sharding(p).text.splitlines()[:3]))
+    mesh: data=1; axis resources: batch->data
+    named values and their PartitionSpecs:
+      input 0                      f32[batch:4,embed:2]                 P('data',)
+    """
     if not p.sharded:
         return Stage("sharding", "sharding pass",
                      "no mesh and axis resources given (--mesh, --axis-resources): the sharding pass did not run")
@@ -331,12 +416,28 @@ def build_sharding(p: Program) -> Stage:
 
 
 def build_stablehlo(p: Program) -> Stage:
+    """Stage 5: namedjit's annotated StableHLO (diffed against JAX's own lowering).
+
+    >>> import namax as nx
+    >>> s = build_stablehlo(Program(lambda x: nx.sin(x), (nx.ones(nx.make_axes(batch=4, embed=2)),)))
+    >>> print(s.notes[0])
+    named_axes tags: 1, producers named: 1, arguments named: 1, results named: 1
+    >>> 'stablehlo.sine %arg0 {mhlo.frontend_attributes = {named_axes = "batch,embed"}}' in s.text
+    True
+    """
     lowered, report, plain = p.lowered
     return Stage("stablehlo", "annotated StableHLO (namedjit(...).lower())", lowered.as_text(),
                  notes=str(report).splitlines(), before=plain, before_label="jax lowering (before annotation)")
 
 
 def build_hlo(p: Program) -> Stage:
+    """Stage 6: XLA's optimized HLO, its stack-frame tables left out.
+
+    >>> import namax as nx
+    >>> s = build_hlo(Program(lambda x: nx.sin(x), (nx.ones(nx.make_axes(batch=4, embed=2)),)))
+    >>> s.before_label, "sine" in s.text, "FileNames" in s.text
+    ("HLO before XLA's optimizations", True, False)
+    """
     before = hlo_text(p.lowered[0].as_text(dialect="hlo"))
     return Stage("hlo", "XLA's optimized HLO (compiled.as_text())", hlo_text(p.compiled.as_text()),
                  notes=["stack-frame tables (FileNames ... StackFrames) omitted"],
