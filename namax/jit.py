@@ -114,7 +114,7 @@ class NamedJit:
 
             traced.__name__ = getattr(self.fn, "__name__", "fn")  # the lowered module's name
             traced.__qualname__ = getattr(self.fn, "__qualname__", traced.__name__)
-            fn = jax.jit(traced, static_argnums=0,
+            fn = jax.jit(traced, static_argnums=0, keep_unused=True,
                          donate_argnums=tuple(i + 1 for i in self.donate_argnums),
                          donate_argnames=self.donate_argnames)
             self._jits[part] = fn
@@ -163,19 +163,18 @@ class NamedJit:
         return self.lower_with_report(*args, **kwargs)[0]
 
     def lower_with_report(self, *args: Any, **kwargs: Any) -> tuple["Lowered", Any]:
-        """``(annotated Lowered, AnnotationReport)``."""
+        """``(annotated Lowered, AnnotationReport)``; the Lowered's ``text_before_annotation``
+        is JAX's own StableHLO before the annotation pass."""
         key, dyn_args, dyn_kwargs = self._split(args, kwargs)
         jitted = self._current_jit()
         lowered = jitted.lower(key, *dyn_args, **dyn_kwargs)
+        before = lowered.as_text()
+        # the program keeps every argument (keep_unused=True), so names align one to one
         arg_names = self.argument_names(args, kwargs, jitted)
-        kept = lowered._lowering.compile_args.get("kept_var_idx")
-        if kept is not None and len(kept) != len(arg_names):
-            arg_names = [n for i, n in enumerate(arg_names) if i in kept]
         from .driver import output_names
 
-        result_names = output_names(lowered.out_info)
-        annotated_lowered, report = annotated(lowered, arg_names, result_names)
-        return Lowered(annotated_lowered, self, key, original=lowered), report
+        lowered, report = annotated(lowered, arg_names, output_names(lowered.out_info))
+        return Lowered(lowered, self, key, before), report
 
     def argument_names(self, args: tuple, kwargs: dict, jitted: Optional[Callable] = None) -> list:
         """Axis names per array leaf the compiled program takes (in ``jax.jit``'s order)."""
@@ -200,11 +199,10 @@ class Lowered:
     ('Lowered', True)
     """
 
-    def __init__(self, lowered: jax.stages.Lowered, owner: NamedJit, key: CallKey,
-                 original: Optional[jax.stages.Lowered] = None):
+    def __init__(self, lowered: jax.stages.Lowered, owner: NamedJit, key: CallKey, text_before_annotation: str = ""):
         self.lowered, self._owner, self._key = lowered, owner, key
-        self.original = original if original is not None else lowered
-        """JAX's own lowering, before the StableHLO annotation pass."""
+        self.text_before_annotation = text_before_annotation
+        """JAX's own StableHLO text, before the annotation pass."""
 
     def compile(self, *args: Any, **kwargs: Any) -> "Compiled":
         return Compiled(self.lowered.compile(*args, **kwargs), self._owner, self._key)

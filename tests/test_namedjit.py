@@ -148,11 +148,15 @@ def test_lowered_module_is_annotated_and_compiles(params, x):
     text = lowered.as_text()
     main = next(line for line in text.splitlines() if "func.func public @main" in line)
     # arguments and results are named, and so is the dot_general that produced a named value
-    assert main.count("named_axes") == 3, main  # p[1] is unused, so JAX drops it
+    assert main.count("named_axes") == 4, main  # p[1] is unused but kept (keep_unused: names align by position)
     assert 'named_axes = "batch"' in main.split("->")[1]
     dot = next(line for line in text.splitlines() if "stablehlo.dot_general" in line)
     assert 'named_axes = "batch,mlp"' in dot
-    assert report.tags == 3 and report.producers_named >= 3 and report.arguments_named == 2
+    assert report.tags == 3 and report.producers_named >= 3 and report.arguments_named == 3
+    # annotating is idempotent: a second lowering (JAX's cached module) reports the same
+    _, again = f.lower_with_report(params, x)
+    assert (again.tags, again.producers_named, again.arguments_named) == \
+        (report.tags, report.producers_named, report.arguments_named)
     compiled = lowered.compile()
     np.testing.assert_allclose(compiled(params, x).array, f(params, x).array, rtol=1e-6)
     assert 'named_axes="batch,mlp"' in compiled.as_text()

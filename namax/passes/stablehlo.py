@@ -3,14 +3,15 @@
 The ``named_axes`` tag lowers to an identity ``stablehlo.convert`` that carries the names as
 ``mhlo.frontend_attributes``. This pass copies them onto the op that produced the value
 (and onto a ``sdy.sharding_constraint`` that consumes it), names the entry function's
-arguments and results, and reports what is named. The edited module is a clone: JAX's
-cached lowering is never touched (editing it in place would change what a later plain
-``jax.jit`` of the same function computes).
+arguments and results, and reports what is named. It only adds attributes, so it may edit
+the module of namedjit's own lowering in place (``Lowered.compiler_ir`` is that module:
+``compile()`` then builds the annotated program); it is idempotent, so a cached lowering
+annotated twice stays the same. Anything that changes what the program computes must
+work on a :func:`clone` instead: JAX caches the module with the function.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Optional, Sequence
 
@@ -118,7 +119,6 @@ def annotate(module: ir.Module, arg_names: Optional[Sequence[Optional[Sequence[O
                 owner = owner.opview if hasattr(owner, "opview") else owner
                 if len(owner.results) == 1 and _get_names(owner) is None:
                     _set_frontend(owner, names)
-                    report.producers_named += 1
                 for use in op.results[0].uses:
                     user = use.owner
                     if _kind(user) == "sdy.sharding_constraint" and _get_names(user) is None:
@@ -130,15 +130,19 @@ def annotate(module: ir.Module, arg_names: Optional[Sequence[Optional[Sequence[O
             report.arguments_named = _name_entry_attrs(main, "arg_attrs", arg_names)
             report.results_named = _name_entry_attrs(main, "res_attrs", result_names)
 
-        def count_unnamed(op):
+        def count_producers(op):
             op = op.opview if hasattr(op, "opview") else op
             kind = _kind(op)
-            if kind.startswith("stablehlo.") and len(op.results) == 1 and _rank(op.results[0]) > 0 and \
-                    kind not in ("stablehlo.constant", "stablehlo.convert") and _get_names(op) is None:
+            if not kind.startswith("stablehlo.") or len(op.results) != 1 or _rank(op.results[0]) == 0 \
+                    or kind == "stablehlo.constant" or _is_identity_tag(op):
+                return ir.WalkResult.ADVANCE
+            if _get_names(op) is not None:
+                report.producers_named += 1
+            elif kind != "stablehlo.convert":
                 report.unnamed_producers[kind] = report.unnamed_producers.get(kind, 0) + 1
             return ir.WalkResult.ADVANCE
 
-        module.operation.walk(count_unnamed, ir.WalkOrder.PRE_ORDER)
+        module.operation.walk(count_producers, ir.WalkOrder.PRE_ORDER)
         if not module.operation.verify():
             raise RuntimeError("namax StableHLO pass produced an invalid module")
     return report
@@ -186,29 +190,11 @@ def _name_entry_attrs(func, key: str, names) -> int:
     return count
 
 
-def with_module(lowered: jax.stages.Lowered, module: ir.Module) -> jax.stages.Lowered:
-    """A copy of ``lowered`` that compiles ``module`` instead of JAX's own lowering.
-
-    Relies on three private attributes of jax 0.10's ``Lowered``/``MeshComputation``
-    (``_lowering``, ``_hlo``, ``_executable``); checked by the tests.
-
-    >>> import jax, jax.numpy as jnp
-    >>> lowered = jax.jit(lambda x: x * 2).lower(jnp.zeros(2))
-    >>> lowered2 = with_module(lowered, clone(lowered.compiler_ir("stablehlo")))
-    >>> lowered2.compile()(jnp.ones(2)).tolist(), lowered2.compiler_ir("stablehlo") is lowered.compiler_ir("stablehlo")
-    ([2.0, 2.0], False)
-    """
-    lowering = copy.copy(lowered._lowering)
-    lowering._hlo = module
-    lowering._executable = None
-    out = copy.copy(lowered)
-    out._lowering = lowering
-    return out
-
-
 def annotated(lowered: jax.stages.Lowered, arg_names=None, result_names=None
               ) -> tuple[jax.stages.Lowered, AnnotationReport]:
-    """``lowered`` with a clone of its module annotated by :func:`annotate`.
+    """``lowered`` with its own module annotated in place by :func:`annotate` (attributes
+only: what it computes is unchanged), and the report. Give it namedjit's lowering, whose
+module no plain ``jax.jit`` shares.
 
     >>> import jax, jax.numpy as jnp, namax as nx
     >>> f = lambda x: nx.sin(nx.named(x, ("batch", "embed"))).array
@@ -218,6 +204,5 @@ def annotated(lowered: jax.stages.Lowered, arg_names=None, result_names=None
     >>> 'jax.result_info = "result", mhlo.frontend_attributes = {named_axes = "batch,embed"}' in lowered.as_text()
     True
     """
-    module = clone(lowered.compiler_ir("stablehlo"))
-    report = annotate(module, arg_names, result_names)
-    return with_module(lowered, module), report
+    report = annotate(lowered.compiler_ir("stablehlo"), arg_names, result_names)
+    return lowered, report

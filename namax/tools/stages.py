@@ -184,7 +184,7 @@ class Program:
         try:
             with recording(hook), _quiet_materialize():
                 lowered, report = self.jitted.lower_with_report(*self.args, **self.kwargs)
-            stages["lowered"] = (lowered, report, lowered.original.as_text())
+            stages["lowered"] = (lowered, report, lowered.text_before_annotation)
         except Exception as e:  # noqa: BLE001 -- reported as the stage that failed
             failure = e
         stages["failure"] = failure
