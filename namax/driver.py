@@ -141,18 +141,17 @@ class Inputs:
     def __init__(self, args: Sequence[Any], kwargs: dict, config: Config):
         flat, self._tree = jax.tree_util.tree_flatten_with_path((tuple(args), dict(kwargs)), is_leaf=is_unit)
         names = value_names(args, kwargs, config.in_axes)
-        maps = _input_mappings(args, kwargs, config)
         self._flat = [x for _, x in flat]
         self._slots: list[int] = []
         self.items: list[Input] = []
-        for i, ((path, x), n, m) in enumerate(zip(flat, names, maps)):
+        for i, ((path, x), n) in enumerate(zip(flat, names)):
             if not _is_input(x):
                 if n:
-                    raise ValueError(f"in_axes names {jax.tree_util.keystr(path)} {n} but it is "
+                    raise ValueError(f"in_axes names {_path_text(path)} {n} but it is "
                                      f"{type(x).__name__} {x!r}, not an array: only arrays can be named")
                 continue
             value, axes = (x.array, x.axes) if isinstance(x, NamedArray) else (x, None)
-            self.items.append(Input(_path_text(path), value, axes, n, m))
+            self.items.append(Input(_path_text(path), value, axes, n, _input_mapping(path, config)))
             self._slots.append(i)
 
     @property
@@ -193,17 +192,16 @@ def _path_text(path: tuple) -> str:
     return where + jax.tree_util.keystr(rest)
 
 
-def _input_mappings(args: Sequence[Any], kwargs: dict, config: Config) -> list[Optional[ResourceMapping]]:
-    """One mapping per ``is_unit`` leaf of ``(args, kwargs)``: ``in_axis_resources`` or the compute mapping."""
+def _input_mapping(path: tuple, config: Config) -> Optional[ResourceMapping]:
+    """The mapping that places the input at ``path`` (into ``(args, kwargs)``):
+    ``in_axis_resources`` (whole, or ``{argnum: mapping}``), else the compute mapping."""
     iar, mapping = config.in_axis_resources, config.mapping
-    per_arg = isinstance(iar, Mapping) and bool(iar) and all(isinstance(k, int) for k in iar)
-    out: list = []
-    for i, a in enumerate(args):
-        m = iar.get(i, mapping) if per_arg else (iar if iar is not None else mapping)
-        out.extend([m] * len(jax.tree_util.tree_leaves(a, is_leaf=is_unit)))
-    m = mapping if per_arg else (iar if iar is not None else mapping)
-    out.extend([m] * len(jax.tree_util.tree_leaves(kwargs, is_leaf=is_unit)))
-    return out
+    if iar is None:
+        return mapping
+    if isinstance(iar, Mapping) and iar and all(isinstance(k, int) for k in iar):
+        positional = getattr(path[0], "idx", None) == 0
+        return iar.get(path[1].idx, mapping) if positional else mapping
+    return iar
 
 
 def collect_inputs(args: Sequence[Any], kwargs: dict, config: Config) -> Inputs:

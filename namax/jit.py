@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 
 from .arguments import CallKey, StaticOut, join_call, split_call, unwrap_static_outputs
 from .driver import Config, InAxisResources, collect_inputs
-from .partitioning import _CURRENT, Partitioning, ResourceMapping, current_partitioning, resolve_mesh
+from .partitioning import Partitioning, ResourceMapping, current_partitioning, resolve_mesh
 from .passes.stablehlo import annotated
 
 
@@ -148,8 +148,7 @@ class NamedJit:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key, dyn_args, dyn_kwargs = self._split(args, kwargs)
-        jitted = self._plain if _CURRENT.get() is None and self._unconfigured else self._current_jit()
-        out = jitted(key, *dyn_args, **dyn_kwargs)
+        out = self._current_jit()(key, *dyn_args, **dyn_kwargs)
         return unwrap_static_outputs(out) if key in self._static_outputs else out
 
     def lower(self, *args: Any, **kwargs: Any) -> "Lowered":
@@ -170,17 +169,15 @@ class NamedJit:
         lowered = jitted.lower(key, *dyn_args, **dyn_kwargs)
         before = lowered.as_text()
         # the program keeps every argument (keep_unused=True), so names align one to one
-        arg_names = self.argument_names(args, kwargs, jitted)
+        arg_names = self.argument_names(args, kwargs)
         from .driver import output_names
 
         lowered, report = annotated(lowered, arg_names, output_names(lowered.out_info))
         return Lowered(lowered, self, key, before), report
 
-    def argument_names(self, args: tuple, kwargs: dict, jitted: Optional[Callable] = None) -> list:
+    def argument_names(self, args: tuple, kwargs: dict) -> list:
         """Axis names per array leaf the compiled program takes (in ``jax.jit``'s order)."""
-        part = self._partitioning() if jitted is None or jitted is not self._plain else None
-        inputs = collect_inputs(args, kwargs, self.config(part))
-        return inputs.leaf_names
+        return collect_inputs(args, kwargs, self.config(None)).leaf_names
 
     def trace(self, *args: Any, **kwargs: Any) -> jax.stages.Traced:
         """``jax.jit(...).trace``: the traced program (``.jaxpr``) after namax's passes."""

@@ -88,30 +88,24 @@ class ShardingPass:
     def __call__(self, program: Any) -> Any:
         config = self.config
         mapping = dict(config.mapping or {})
-        mesh = auto_twin(config.mesh) if config.names_place_values else None
         out_mapping = config.out_mapping if config.out_mapping is not None else mapping
+        if config.names_place_values:  # constraints everywhere, in Auto mode
+            place, mesh, inner_mesh = constrain, auto_twin(config.mesh), auto_twin(config.mesh)
+        elif config.shards:  # explicit sharding: the code places its values, names its inputs and outputs
+            place, mesh, inner_mesh = reshard, config.mesh, None
+        else:  # names only: tags
+            place, mesh, inner_mesh = None, None, None
         closed = program.closed
         in_names, in_maps, out_names, solved = program.in_names, program.in_maps, program.out_names, program.names
 
-        if config.shards and mesh is None:
-            # Explicit sharding: the code places its own values; names place inputs and outputs.
-            explicit = config.mesh
-
-            def evaluate(closed, *values):
-                values = [x if n is None else reshard(x, n, m if m is not None else mapping, explicit)
-                          for x, n, m in zip(values, in_names, in_maps)]
-                outs = ShardingInterpreter(mapping, None, solved).run(closed, *values)
-                return [x if n is None else reshard(x, n, out_mapping, explicit) for x, n in zip(outs, out_names)]
-
-            return program.replace(jaxpr=closed, pending=evaluate)
-
         def evaluate(closed, *values):
-            if mesh is None:
-                return ShardingInterpreter(mapping, None, solved).run(closed, *values)
-            values = [x if n is None else constrain(x, n, m if m is not None else mapping, mesh)
-                      for x, n, m in zip(values, in_names, in_maps)]
-            outs = ShardingInterpreter(mapping, mesh, solved).run(closed, *values)
-            return [x if n is None else constrain(x, n, out_mapping, mesh) for x, n in zip(outs, out_names)]
+            if place is not None:
+                values = [x if n is None else place(x, n, m if m is not None else mapping, mesh)
+                          for x, n, m in zip(values, in_names, in_maps)]
+            outs = ShardingInterpreter(mapping, inner_mesh, solved).run(closed, *values)
+            if place is not None:
+                outs = [x if n is None else place(x, n, out_mapping, mesh) for x, n in zip(outs, out_names)]
+            return outs
 
         return program.replace(jaxpr=closed, pending=evaluate)
 
