@@ -77,6 +77,11 @@ class NamedJit:
             return None
         mesh = resolve_mesh(self.mesh or (ctx.mesh if ctx is not None else None))
         if mesh is None:
+            given = [n for n in ("axis_resources", "in_axis_resources", "out_axis_resources")
+                     if getattr(self, n) is not None]
+            if given:  # a mapping the user gave must not be dropped without a word
+                raise ValueError(f"namedjit: {' and '.join(given)} given but there is no mesh to shard over: "
+                                 "pass mesh=, or call inside jax.set_mesh(mesh) or namax.axis_mapping(..., mesh=mesh)")
             return None
         return Partitioning.make(mapping or {}, mesh)
 

@@ -222,3 +222,12 @@ def test_plain_code_gets_plain_arrays_unless_asked():
     assert named.axis_names == ("batch", "mlp")
     with pytest.raises(ValueError, match="out_axes='all'"):
         nx.namedjit(lambda x: x, out_axes="all")
+
+
+def test_a_mapping_without_a_mesh_is_an_error_not_ignored():
+    f = nx.namedjit(lambda x: x * 2, axis_resources={"batch": "data"})
+    with pytest.raises(ValueError, match="axis_resources given but there is no mesh"):
+        f(nx.ones(nx.Axis("batch", 4)))
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    with jax.set_mesh(mesh):  # a mesh from the context is enough
+        assert _spec(f(nx.ones(nx.Axis("batch", 4))).array) == ("data",)
