@@ -354,7 +354,9 @@ def passes(config: Config, inputs: Inputs) -> list:
     if config.solves_names:
         out.append(NamesPass())
     if config.shards or config.solves_names:
-        out.append(ShardingPass(config))
+        implicit = config.implicit == "dense" and inputs.has_implicit
+        paths = [i.path for i in inputs.items for _ in (i.leaves if implicit else [i])]
+        out.append(ShardingPass(config, paths))
     return out
 
 

@@ -18,8 +18,13 @@ from jax.sharding import Mesh
 
 from .arguments import CallKey, StaticOut, join_call, split_call, unwrap_static_outputs
 from .driver import Config, InAxisResources, collect_inputs
-from .partitioning import Partitioning, ResourceMapping, current_partitioning, resolve_mesh
+from .partitioning import Partitioning, normalize_mapping, ResourceMapping, current_partitioning, resolve_mesh
 from .passes.stablehlo import annotated
+
+
+def _per_argument(m: Any) -> bool:
+    """``{argnum: mapping}`` rather than one mapping."""
+    return isinstance(m, Mapping) and bool(m) and all(isinstance(k, int) for k in m)
 
 
 def _as_tuple(x: Union[int, str, Sequence[Any]]) -> tuple:
@@ -46,9 +51,10 @@ class NamedJit:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.in_axes = in_axes
-        self.axis_resources = None if axis_resources is None else dict(axis_resources)
-        self.in_axis_resources = in_axis_resources
-        self.out_axis_resources = out_axis_resources
+        self.axis_resources = normalize_mapping(axis_resources)
+        self.in_axis_resources = {i: normalize_mapping(m) for i, m in in_axis_resources.items()} \
+            if _per_argument(in_axis_resources) else normalize_mapping(in_axis_resources)
+        self.out_axis_resources = normalize_mapping(out_axis_resources)
         self.mesh = mesh
         self.out_axes = out_axes
         self.implicit = implicit

@@ -41,11 +41,31 @@ class Partitioning:
 
     @staticmethod
     def make(mapping: Optional[ResourceMapping], mesh: Optional[Mesh] = None) -> "Partitioning":
-        items = tuple((str(k), _freeze_mesh_axes(v)) for k, v in dict(mapping or {}).items())
+        items = tuple((_mapping_key(k), _freeze_mesh_axes(v)) for k, v in dict(mapping or {}).items())
         return Partitioning(items, mesh)
 
     def as_dict(self) -> dict[str, MeshAxes]:
         return dict(self.mapping)
+
+
+def _mapping_key(k: Any) -> str:
+    """An axis mapping's key: an axis name, or an :class:`Axis` (its name)."""
+    if isinstance(k, Axis):
+        return k.name
+    if not isinstance(k, str):
+        raise TypeError(f"axis mapping keys are axis names (str) or Axis objects, got {k!r} ({type(k).__name__})")
+    return k
+
+
+def normalize_mapping(mapping: Optional[ResourceMapping]) -> Optional[dict[str, MeshAxes]]:
+    """``mapping`` with Axis keys replaced by their names (other non-string keys are an error).
+
+    >>> normalize_mapping({Axis("batch", 8): "data", "mlp": ("data", "model")})
+    {'batch': 'data', 'mlp': ('data', 'model')}
+    """
+    if mapping is None:
+        return None
+    return {_mapping_key(k): _freeze_mesh_axes(v) for k, v in dict(mapping).items()}
 
 
 def _freeze_mesh_axes(v: Any) -> MeshAxes:
@@ -276,5 +296,5 @@ def fsdp(fn: Callable, parameter_mapping: ResourceMapping, compute_mapping: Reso
                     out_axis_resources=parameter_mapping, **jit_kwargs)
 
 
-__all__ = ["axis_mapping", "current_axis_mapping", "pspec_for", "sharding_for", "shard", "fsdp",
+__all__ = ["normalize_mapping", "axis_mapping", "current_axis_mapping", "pspec_for", "sharding_for", "shard", "fsdp",
            "ShardingError", "ResourceMapping"]

@@ -231,3 +231,31 @@ def test_a_mapping_without_a_mesh_is_an_error_not_ignored():
     mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
     with jax.set_mesh(mesh):  # a mesh from the context is enough
         assert _spec(f(nx.ones(nx.Axis("batch", 4))).array) == ("data",)
+
+
+# --- the sharding contract for inputs and outputs ----------------------------------------
+
+
+def test_inputs_and_outputs_that_cannot_be_placed_are_errors_naming_them():
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    f = nx.namedjit(lambda x: x * 2, axis_resources={"a": "data"}, mesh=mesh)
+    with pytest.raises(nx.ShardingError, match=r"axis 'a' of size 2 does not divide.*input args\[0\]"):
+        f(nx.ones(nx.Axis("a", 2)))
+    g = nx.namedjit(lambda x: x * 2, axis_resources={"a": "model", "b": "model"}, mesh=mesh)
+    with pytest.raises(nx.ShardingError, match="mesh axis 'model' is used twice"):
+        g(nx.ones((nx.Axis("a", 4), nx.Axis("b", 4))))
+    # an inferred intermediate that does not divide stays replicated instead
+    h = nx.namedjit(lambda x: nx.sum(x.rename({"a": "c"})[{"c": slice(0, 2)}] * 2),
+                    axis_resources={"a": "data", "c": "data"}, mesh=mesh)
+    assert float(h(nx.ones(nx.Axis("a", 4))).array) == 4.0
+
+
+def test_mappings_keyed_by_axis_objects_and_duplicate_in_axes_names():
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    Batch = nx.Axis("batch", 8)
+    f = nx.namedjit(lambda x: x * 2, axis_resources={Batch: "data"}, mesh=mesh)
+    assert _spec(f(nx.ones((Batch, nx.Axis("e", 3)))).array) == ("data",)
+    with pytest.raises(TypeError, match="axis mapping keys are axis names"):
+        nx.namedjit(lambda x: x, axis_resources={0: "data"}, mesh=mesh)(nx.ones(Batch))
+    with pytest.raises(ValueError, match="names two dimensions 'batch'"):
+        nx.namedjit(lambda x: x, in_axes=(("batch", "batch"),))(jnp.ones((2, 2)))

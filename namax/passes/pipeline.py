@@ -82,8 +82,10 @@ class ShardingPass:
 
     name = "sharding"
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, paths: Optional[list] = None):
         self.config = config
+        self.paths = paths
+        """Per program input, where it comes from in the arguments (for error messages)."""
 
     def __call__(self, program: Any) -> Any:
         config = self.config
@@ -98,20 +100,24 @@ class ShardingPass:
         closed = program.closed
         in_names, in_maps, out_names, solved = program.in_names, program.in_maps, program.out_names, program.names
 
+        in_paths = self.paths if self.paths is not None else [f"input {i}" for i in range(len(in_names))]
+
         def evaluate(closed, *values):
-            if place is not None:
-                values = [x if n is None else place(x, n, m if m is not None else mapping, mesh)
-                          for x, n, m in zip(values, in_names, in_maps)]
+            if place is not None:  # inputs and outputs are placed by the user: strict
+                values = [x if n is None else place(x, n, m if m is not None else mapping, mesh, f"input {p}")
+                          for x, n, m, p in zip(values, in_names, in_maps, in_paths)]
             outs = ShardingInterpreter(mapping, inner_mesh, solved).run(closed, *values)
             if place is not None:
-                outs = [x if n is None else place(x, n, out_mapping, mesh) for x, n in zip(outs, out_names)]
+                outs = [x if n is None else place(x, n, out_mapping, mesh, f"output {i}")
+                        for i, (x, n) in enumerate(zip(outs, out_names))]
             return outs
 
         return program.replace(jaxpr=closed, pending=evaluate)
 
 
-def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any) -> Any:
-    """``x`` resharded (``jax.sharding.reshard``, Explicit meshes) to the spec its names map to.
+def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any, what: str = "") -> Any:
+    """``x`` resharded (``jax.sharding.reshard``, Explicit meshes) to the spec its names map to
+    (strict for a value the user places: ``what`` says which, as in ``constrain``).
 
     >>> import numpy as np, jax, jax.numpy as jnp
     >>> from jax.sharding import AxisType
@@ -121,7 +127,7 @@ def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any) -> Any:
     >>> y.sharding.spec
     P('data', None)
     """
-    spec = spec_or_none(names, x.shape, mapping, mesh, strict=False, what="value")
+    spec = spec_or_none(names, x.shape, mapping, mesh, strict=bool(what), what=what or "value")
     current = getattr(jax.typeof(x).sharding, "spec", None)
     pad = lambda p: tuple(p) + (None,) * (len(x.shape) - len(p))
     if current is not None and pad(current) == pad(spec):

@@ -22,8 +22,13 @@ from ..partitioning import ResourceMapping, auto_twin, pspec_for
 from ..tag import named_axes_p, tag
 
 
-def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh) -> jax.Array:
+def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh, what: str = "") -> jax.Array:
     """``x`` with a sharding constraint derived from its dimension ``names`` (no-op if replicated).
+
+    ``what`` names a value the user places (``"input args[0]['w']"``, ``"output 1"``): a
+    size that does not divide its mesh axes, or a mesh axis used twice, is then an error
+    (:class:`namax.ShardingError`); for an inferred intermediate (no ``what``) such
+    dimensions stay replicated.
 
     >>> import numpy as np, jax, jax.numpy as jnp
     >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
@@ -34,7 +39,7 @@ def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh) -> jax.
     >>> constrain(x, ("embed",), {"batch": "data"}, mesh) is x  # replicated: unchanged
     True
     """
-    spec = pspec_for(names, x.shape, mapping, mesh, strict=False, what="value")
+    spec = pspec_for(names, x.shape, mapping, mesh, strict=bool(what), what=what or "value")
     if not any(e is not None for e in spec):
         return x
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
