@@ -17,9 +17,12 @@ from jax.extend import core as jcore
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..interpreter import EvalInterpreter, Rule, bind_eqn
+from .name_rules import ELEMENTWISE as _ELEMENTWISE_NAMES
 from .names import NamesResult
 from ..partitioning import ResourceMapping, auto_twin, pspec_for
 from ..tag import named_axes_p, tag
+
+ELEMENTWISE = frozenset(_ELEMENTWISE_NAMES)
 
 
 def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh, what: str = "") -> jax.Array:
@@ -107,9 +110,26 @@ class ShardingInterpreter(EvalInterpreter):
         outs = super().eval_eqn(eqn, invals)
         if self.names is None or eqn.primitive is named_axes_p:
             return outs
-        return [self._name_and_constrain(v, x) for v, x in zip(eqn.outvars, outs)]
+        inherits = self._inherits_sharding(eqn)
+        return [self._name_and_constrain(v, x, constrain_it=not inherits) for v, x in zip(eqn.outvars, outs)]
 
-    def _name_and_constrain(self, var, x):
+    def _inherits_sharding(self, eqn: jcore.JaxprEqn) -> bool:
+        """An elementwise equation whose full-shape operands carry its output's names: they
+        are constrained already and XLA propagates that placement to the result, so the
+        result is only tagged (a constraint per elementwise op doubled the trace)."""
+        if eqn.primitive.name not in ELEMENTWISE or len(eqn.outvars) != 1:
+            return False
+        out = eqn.outvars[0]
+        shape = getattr(out.aval, "shape", ())
+        try:
+            names = self.names.names_of(out)
+            operands = [v for v in eqn.invars if not isinstance(v, jcore.Literal) and
+                        getattr(v.aval, "shape", ()) == shape]
+            return bool(operands) and all(self.names.names_of(v) == names for v in operands)
+        except KeyError:
+            return False
+
+    def _name_and_constrain(self, var, x, constrain_it: bool = True):
         if isinstance(var, jcore.DropVar) or not hasattr(x, "shape") or not x.shape:
             return x
         try:
@@ -119,7 +139,7 @@ class ShardingInterpreter(EvalInterpreter):
         if len(names) != len(x.shape) or all(n is None for n in names):
             return x
         x = tag(x, [_tag_name(n) for n in names])
-        if self.mesh is None:
+        if self.mesh is None or not constrain_it:
             return x
         return constrain(x, names, self.mapping, self.mesh)
 

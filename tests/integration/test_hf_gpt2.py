@@ -50,7 +50,7 @@ def param_names(path: tuple, leaf) -> tuple:
     if module == "c_proj" and "mlp" in keys:
         return ("embed", "mlp") if kind == "kernel" else ("embed",)
     if module == "c_proj":  # attention output projection: its input is the merged heads
-        return ("embed", "heads_merged") if kind == "kernel" else ("embed",)
+        return ("embed", "heads") if kind == "kernel" else ("embed",)
     raise KeyError(f"no names for GPT-2 parameter {jax.tree_util.keystr(path)}")
 
 
@@ -199,7 +199,7 @@ def test_data_parallel_gradients_all_reduce(gpt2, fns, reference):
 def test_tensor_parallel_matches_and_shards_weights(gpt2, fns, reference):
     _, params, ids, in_axes = gpt2
     mesh = jax.make_mesh((4, 2), ("data", "model"))
-    mapping = {"batch": "data", "mlp": "model", "qkv": "model"}
+    mapping = {"batch": "data", "heads": "model", "mlp": "model", "qkv": "model"}  # Megatron
     f = nx.namedjit(jax.value_and_grad(fns[1]), in_axes=in_axes, axis_resources=mapping, mesh=mesh)
     compiled = f.lower(params, ids).compile()
     counts = collective_counts(compiled.as_text())
@@ -210,7 +210,8 @@ def test_tensor_parallel_matches_and_shards_weights(gpt2, fns, reference):
     assert block["mlp"]["c_fc"]["kernel"].sharding.spec == P("model", None)
     assert block["mlp"]["c_proj"]["kernel"].sharding.spec == P(None, "model")
     assert block["attn"]["c_attn"]["kernel"].sharding.spec == P("model", None)
-    report("gpt2 tensor parallel (4x2, mlp+qkv on model) forward+backward", collectives=counts, max_abs_diff=diff)
+    assert block["attn"]["c_proj"]["kernel"].sharding.spec == P(None, "model")  # row-parallel over heads
+    report("gpt2 tensor parallel (4x2, heads+mlp+qkv on model) forward+backward", collectives=counts, max_abs_diff=diff)
 
 
 # --- (d) LoRA ----------------------------------------------------------------------------
