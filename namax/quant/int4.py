@@ -21,8 +21,9 @@ The logical shape is ``stack + (in dims and out dims in the order aux field ``or
 gives)``. A ``dot_general`` with an Int4Weight on either side becomes a dot with the
 dequantisation inside the program, chunk by chunk (see :mod:`namax.quant.int4_dot`);
 transposes of the non-stack dims change ``order``; slicing one index of a stack dim
-(``dynamic_slice`` or ``slice``, then ``squeeze``, as ``w[i]`` does) slices the children; other uses
-materialize.
+(``dynamic_slice`` or ``slice``, then ``squeeze``, as ``w[i]`` does) slices the children; a
+float cast (``t.astype(jnp.bfloat16)``) changes ``dtype``, the dtype the weight is
+dequantised into; other uses materialize.
 
 >>> import jax, jax.numpy as jnp
 >>> import namax.quant as qax
@@ -478,6 +479,35 @@ def _squeeze(primitive, w: Int4Weight, *, dimensions):
     if any(d >= w.n_stack for d in dimensions):
         return NotImplemented
     return _children_map(w, lambda c: lax.squeeze(c, dimensions))
+
+
+@primitive_handler("convert_element_type")
+def _convert(primitive, w: Int4Weight, *, new_dtype, weak_type, sharding=None):
+    """A float cast (``t.astype(jnp.bfloat16)``): the same codes and scales, ``dtype`` set to ``new_dtype``.
+
+    The dequantised values ``(q - z) s`` (formed in float32) are delivered in the new
+    dtype: :meth:`Int4Weight.materialize` rounds them to it as the cast of the dense weight
+    does, and the dot handlers dequantise into it (so ``x.astype(jnp.bfloat16) @ t`` stays a
+    bf16 dot, and ``preferred_element_type`` still sets the result's dtype). The packed codes
+    and the scales are unchanged. A narrowing then widening cast (bf16, then float32)
+    is not rounded twice: the weight then gives the float32 values, which differ from the
+    dense chain by at most the narrow dtype's rounding. ``weak_type`` only marks the dense
+    result for type promotion, which was settled when the function was traced (the
+    equations after the cast are already typed), so it changes nothing here. Casts to
+    integer or bool, and casts with an output ``sharding``, materialize.
+
+    >>> import namax.quant as qax
+    >>> q = quantize_array(jnp.ones((128, 4)))
+    >>> c = qax.use_implicit_args(lambda t: t.astype(jnp.bfloat16))(q)
+    >>> c, c.scales.dtype == q.scales.dtype, c.materialize().dtype
+    (Int4Weight((128, 4), bfloat16, group_size=128, symmetric), True, dtype(bfloat16))
+    """
+    floats = jnp.issubdtype(w.dtype, jnp.floating) and jnp.issubdtype(new_dtype, jnp.floating)
+    if sharding is not None or not floats:
+        return NotImplemented
+    if jnp.dtype(new_dtype) == jnp.dtype(w.dtype):
+        return w
+    return dataclasses.replace(w, dtype=jnp.dtype(new_dtype), shape=None)  # shape re-inferred: scan can slice it
 
 
 from . import int4_dot as _int4_dot  # noqa: E402,F401  (registers the dot_general handlers)

@@ -6,7 +6,10 @@ either side, for any contracting and batch dimensions, becomes ``x w + ((x a) b^
 the activation stays the left operand, the rank-``r`` product is scaled, and ``a b^T``
 is never built. A ``gather`` (an embedding lookup ``table[ids]``, ``jnp.take``) gathers
 ``w`` and the factors and adds ``s (rows of a) b^T`` for the gathered entries only.
-Transposes give a LoraWeight of the transposed ``w``; any other use materializes.
+Transposes give a LoraWeight of the transposed ``w``; so do, with ``w`` and ``b`` scaled,
+a product with or a division by one value (``t * 2``, ``-t``), and, with every part cast,
+a float cast (``t.astype(jnp.bfloat16)``). A ``reduce_sum`` is computed from the factors.
+Any other use materializes.
 
 >>> import jax, jax.numpy as jnp
 >>> import namax.quant as qax
@@ -319,6 +322,156 @@ def _squeeze(primitive, w: LoraWeight, *, dimensions):
         return NotImplemented
     a, b, main = (default_handler(primitive, v, dimensions=dims) for v in (w.a, w.b, w.w))
     return LoraWeight(main, a, b, alpha=w.alpha)
+
+
+# -- scalar arithmetic, dtype casts, sums -----------------------------------------------
+
+def _one_value(c: Any, w: LoraWeight) -> Optional[Any]:
+    """``c`` as a 0-d operand if it is one value that leaves ``w``'s shape unchanged
+    (a Python or 0-d scalar, or a size-1 array of at most ``w.ndim`` dims), else None."""
+    shape = tuple(np.shape(c))
+    if math.prod(shape) != 1 or len(shape) > w.ndim:
+        return None
+    return c if not shape else jnp.reshape(c, ())
+
+
+def _linear_in_w_and_b(w: LoraWeight, fn: Callable[[Any], Any]) -> LoraWeight:
+    """``fn(w) + s a fn(b)^T``, i.e. ``fn(W)`` for an ``fn`` that scales every entry alike."""
+    return LoraWeight(fn(w.w), w.a, fn(w.b), alpha=w.alpha)
+
+
+@primitive_handler("mul")
+def _mul(primitive, w: LoraWeight, c: jax.Array, **params):
+    """``W c`` for one value ``c`` (``t * 2``, ``scale * t``): ``(w c) + s a (b c)^T``, still factored.
+
+    Float weights only; any other operand (a row or column of scales, a full array) materializes.
+
+    >>> import jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 2)), jnp.ones((3, 2)), alpha=2.0)
+    >>> d = qax.use_implicit_args(lambda t: t * 3)(t)
+    >>> type(d).__name__, d.materialize()[0].tolist()
+    ('LoraWeight', [6.0, 6.0, 6.0])
+    """
+    c = _one_value(c, w)
+    if c is None or not jnp.issubdtype(w.dtype, jnp.inexact):
+        return NotImplemented
+    return _linear_in_w_and_b(w, lambda v: default_handler(primitive, v, c, **params))
+
+
+@primitive_handler("div")
+def _div(primitive, w: LoraWeight, c: jax.Array, **params):
+    """``W / c`` for one value ``c``: ``(w / c) + s a (b / c)^T``. ``c / W`` materializes.
+
+    >>> import jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 2)), jnp.ones((3, 2)), alpha=2.0)
+    >>> qax.use_implicit_args(lambda t: t / 4)(t).materialize()[0].tolist()
+    [0.5, 0.5, 0.5]
+    """
+    c = _one_value(c, w)
+    if c is None or not jnp.issubdtype(w.dtype, jnp.inexact):
+        return NotImplemented
+    return _linear_in_w_and_b(w, lambda v: default_handler(primitive, v, c, **params))
+
+
+@primitive_handler("neg")
+def _neg(primitive, w: LoraWeight, **params):
+    """``-W = (-w) + s a (-b)^T``.
+
+    >>> import jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.ones((4, 3)), jnp.ones((4, 2)), jnp.ones((3, 2)), alpha=2.0)
+    >>> qax.use_implicit_args(lambda t: -t)(t).materialize()[0].tolist()
+    [-3.0, -3.0, -3.0]
+    """
+    if not jnp.issubdtype(w.dtype, jnp.inexact):
+        return NotImplemented
+    return _linear_in_w_and_b(w, lambda v: default_handler(primitive, v, **params))
+
+
+def _value_preserving_cast(src: Any, dst: Any) -> bool:
+    """Whether casting ``src`` to ``dst`` commutes with ``w + s a b^T`` up to rounding:
+    float or complex to float or complex, never dropping an imaginary part."""
+    src, dst = jnp.dtype(src), jnp.dtype(dst)
+    return (jnp.issubdtype(src, jnp.inexact) and jnp.issubdtype(dst, jnp.inexact)
+            and not (jnp.issubdtype(src, jnp.complexfloating) and not jnp.issubdtype(dst, jnp.complexfloating)))
+
+
+@primitive_handler("convert_element_type")
+def _convert(primitive, w: LoraWeight, *, new_dtype, weak_type, sharding=None):
+    """A float cast (``t.astype(jnp.bfloat16)``) casts ``w``, ``a`` and ``b`` alike (same
+    ``new_dtype`` and ``weak_type``); ``alpha`` is kept. The low-rank term is then formed
+    in the new dtype, as for a model whose LoRA parameters are cast. Casts to integer or
+    bool, and casts with an output ``sharding``, materialize.
+
+    >>> import jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 2)), jnp.ones((3, 2)), alpha=2.0)
+    >>> c = qax.use_implicit_args(lambda t: t.astype(jnp.bfloat16))(t)
+    >>> type(c).__name__, c.dtype, c.a.dtype, c.alpha
+    ('LoraWeight', dtype(bfloat16), dtype(bfloat16), 2.0)
+    """
+    if sharding is not None or not _value_preserving_cast(w.dtype, new_dtype):
+        return NotImplemented
+    parts = (default_handler(primitive, v, new_dtype=new_dtype, weak_type=weak_type, sharding=None)
+             for v in (w.w, w.a, w.b))
+    return LoraWeight(*parts, alpha=w.alpha)
+
+
+def _fold_into_rank(f: Any, reduced: Sequence[int], keep_dims: int) -> Any:
+    """``f [*stack, n, r]`` with the ``reduced`` stack dims moved in front of the rank dim
+    and merged with it: ``[*kept stack, n, prod(reduced) * r]``."""
+    n = f.ndim
+    kept = [d for d in range(n - 2) if d not in reduced]
+    perm = tuple(kept) + (n - 2,) + tuple(reduced) + (n - 1,)
+    if perm != tuple(range(n)):
+        f = default_handler(P.transpose_p, f, permutation=perm)
+    shape = tuple(f.shape[:keep_dims + 1]) + (math.prod(f.shape[keep_dims + 1:]),)
+    return default_handler(P.reshape_p, f, new_sizes=shape, dimensions=None, sharding=None)
+
+
+@primitive_handler("reduce_sum")
+def _reduce_sum(primitive, w: LoraWeight, *, axes, **params):
+    """``sum(W)`` over ``axes`` from the factors: ``sum(w) + s sum(a b^T)``, with ``a b^T`` never formed.
+
+    Summing over ``in`` (``out``) sums ``a`` (``b``) over it first; the rank dim and the
+    summed stack dims are then contracted in one small dot (``jnp.sum(t)`` is
+    ``(sum_i a) . (sum_o b)``, ``t.sum(0)`` is ``(sum_i a) b^T``). A sum over stack dims
+    only keeps the weight factored: ``sum_l a_l b_l^T`` is a LoraWeight whose rank holds
+    the summed stack entries (``a``, ``b`` of rank ``prod(summed dims) * r``, ``alpha``
+    scaled to keep ``s``), while that rank fits the matrix; else it is formed densely.
+
+    >>> import jax.numpy as jnp
+    >>> import namax.quant as qax
+    >>> t = LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 2)), jnp.arange(6.0).reshape(3, 2), alpha=2.0)
+    >>> qax.use_implicit_args(lambda t: (t.sum(), t.sum(0)))(t)[1].tolist()
+    [4.0, 20.0, 36.0]
+    """
+    n = w.ndim
+    axes = tuple(sorted(int(d) % n for d in axes))
+    if not axes:
+        return w
+    inner = {**params, "out_sharding": None} if "out_sharding" in params else dict(params)
+    main = default_handler(primitive, w.w, axes=axes, **params)
+    stacked = [d for d in axes if d < n - 2]
+    if n - 2 not in axes and n - 1 not in axes:
+        r = w.rank * math.prod(w.shape[d] for d in stacked)
+        if r <= min(w.shape[-2:]):
+            keep_dims = n - 2 - len(stacked)
+            a, b = (_fold_into_rank(f, stacked, keep_dims) for f in (w.a, w.b))
+            return LoraWeight(main, a, b, alpha=w.alpha * (r // w.rank))
+    stack = [("stack", d) for d in range(n - 2)]
+
+    def factor(f: Any, own: int, label: str) -> tuple:
+        if own in axes:
+            return default_handler(primitive, f, axes=(n - 2,), **inner), stack + ["rank"]
+        return f, stack + [label, "rank"]
+
+    a, a_labels = factor(w.a, n - 2, "in")
+    b, b_labels = factor(w.b, n - 1, "out")
+    target = [label for d, label in enumerate(stack + ["in", "out"]) if d not in axes]
+    return _add_low_rank(main, w, a, a_labels, b, b_labels, target)
 
 
 # -- helpers ----------------------------------------------------------------------------
