@@ -173,12 +173,17 @@ class NamedJit:
         return self.lower_with_report(*args, **kwargs)[0]
 
     def lower_with_report(self, *args: Any, **kwargs: Any) -> tuple["Lowered", Any]:
-        """``(annotated Lowered, AnnotationReport)``; the Lowered's ``text_before_annotation``
-        is JAX's own StableHLO before the annotation pass."""
+        """``(annotated Lowered, AnnotationReport)``."""
+        return self.lower_for_dump(args, kwargs, keep_text_before=False)
+
+    def lower_for_dump(self, args: tuple, kwargs: dict, keep_text_before: bool = True) -> tuple["Lowered", Any]:
+        """:meth:`lower_with_report`; with ``keep_text_before`` the Lowered's
+        ``text_before_annotation`` holds JAX's own StableHLO before the annotation pass
+        (``dump-hlo`` diffs the two)."""
         key, dyn_args, dyn_kwargs = self._split(args, kwargs)
         jitted = self._current_jit()
         lowered = jitted.lower(key, *dyn_args, **dyn_kwargs)
-        before = lowered.as_text()
+        before = lowered.as_text() if keep_text_before else ""
         # the program keeps every argument (keep_unused=True), so names align one to one
         arg_names = self.argument_names(args, kwargs)
         from .driver import output_names

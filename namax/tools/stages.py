@@ -183,7 +183,7 @@ class Program:
         failure = None
         try:
             with recording(hook), _quiet_materialize():
-                lowered, report = self.jitted.lower_with_report(*self.args, **self.kwargs)
+                lowered, report = self.jitted.lower_for_dump(self.args, self.kwargs)
             stages["lowered"] = (lowered, report, lowered.text_before_annotation)
         except Exception as e:  # noqa: BLE001 -- reported as the stage that failed
             failure = e
