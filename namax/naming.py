@@ -86,11 +86,6 @@ def _leaf_names(spec: Any, arg: Any, where: str) -> list:
             raise ValueError(f"in_axes: {where} is an array of shape {getattr(arg, 'shape', ())} "
                              f"but in_axes gives {spec!r}, not a tuple of names")
         ndim = len(getattr(arg, "shape", ()))
-        plain = [getattr(s, "name", s) for s in spec if s is not None]
-        if len(set(plain)) != len(plain):
-            twice = next(n for n in plain if plain.count(n) > 1)
-            raise ValueError(f"in_axes: {where} names two dimensions {twice!r}: {tuple(spec)} "
-                             "(one array cannot have the same axis twice)")
         if len(spec) != ndim:
             raise ValueError(f"in_axes: {where} has shape {getattr(arg, 'shape', ())} "
                              f"but in_axes gives {len(spec)} names {tuple(spec)}")
