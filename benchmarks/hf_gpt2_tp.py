@@ -49,8 +49,9 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E402
 
 import namax as nx  # noqa: E402
+from namax.hf import GPT2_MEGATRON, flax_gpt2_names  # noqa: E402
 
-AXIS_RESOURCES = {"batch": "data", "heads": "model", "mlp": "model", "qkv": "model"}
+AXIS_RESOURCES = GPT2_MEGATRON
 COLLECTIVE = re.compile(r"\s(all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute)(?:-start)?\(")
 KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 
@@ -60,32 +61,6 @@ KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective
 
 def _keys(path: tuple) -> list:
     return [getattr(k, "key", None) for k in path]
-
-
-def param_names(path: tuple, leaf: Any) -> tuple:
-    """Axis names of a GPT-2 parameter from its path. ``FlaxConv1D`` kernels are ``(out, in)``.
-
-    c_attn's output is the fused ``qkv`` dim; the attention c_proj's input is the merged
-    heads dim, named ``heads``: the names pass carries that name back through
-    ``_merge_heads``/``_split_heads`` and ``jnp.split`` onto q, k, v and their heads dim.
-    """
-    keys = _keys(path)
-    module, kind = keys[-2], keys[-1]
-    if module == "wte":
-        return ("vocab", "embed")
-    if module == "wpe":
-        return ("position", "embed")
-    if module.startswith("ln"):
-        return ("embed",)
-    if module == "c_attn":
-        return ("qkv", "embed") if kind == "kernel" else ("qkv",)
-    if module == "c_fc":
-        return ("mlp", "embed") if kind == "kernel" else ("mlp",)
-    if module == "c_proj" and "mlp" in keys:
-        return ("embed", "mlp") if kind == "kernel" else ("embed",)
-    if module == "c_proj":
-        return ("embed", "heads") if kind == "kernel" else ("embed",)
-    raise KeyError(f"no names for GPT-2 parameter {jax.tree_util.keystr(path)}")
 
 
 def hand_spec(path: tuple, leaf: Any) -> P:
@@ -229,7 +204,7 @@ def main() -> None:
     model, host_params, host_ids = build(args.layers, args.embed, args.heads, args.vocab, args.seq, args.batch)
     loss = make_loss(model)
     mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
-    names = jax.tree_util.tree_map_with_path(param_names, host_params)
+    names = flax_gpt2_names(host_params)
     in_axes = (names, ("batch", "position"))
     param_shardings = jax.tree_util.tree_map_with_path(lambda p, x: NamedSharding(mesh, hand_spec(p, x)), host_params)
     ids_sharding = NamedSharding(mesh, P("data", None))

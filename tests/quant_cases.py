@@ -15,6 +15,23 @@ def no_warnings(fn: Callable, *args: Any) -> Any:
     return out
 
 
+def strict(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with every warning (e.g. a materialization) raised as an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return fn(*args, **kwargs)
+
+
+def all_eqns(jaxpr: Any):
+    """Every equation of ``jaxpr`` and of its sub-jaxprs, depth first."""
+    import jax
+
+    for e in jaxpr.eqns:
+        yield e
+        for sub in jax.extend.core.jaxprs_in_params(e.params):
+            yield from all_eqns(sub)
+
+
 def dot_with_roles(roles: Sequence[str], x_dims: Sequence[tuple], on_left: bool) -> Callable:
     """A ``dot_general(x, w)`` (or ``(w, x)`` when ``on_left``) built from each weight dim's role.
 

@@ -15,28 +15,13 @@ from namax.quant import Int4Weight
 from namax.quant import int4_dot
 from namax.quant.handlers import dispatch
 from namax.quant.int4 import quantize_array
+from quant_cases import strict as _strict, all_eqns as _eqns
 
 BF16 = jnp.bfloat16
 
 # quantize once per shape as one compiled program
 _quantize = jax.jit(quantize_array, static_argnums=(1, 2, 3), static_argnames=("stack_dims",))
 _materialize = jax.jit(lambda q: q.materialize())
-
-
-def _strict(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with every warning (e.g. a materialization) raised as an error."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return fn(*args, **kwargs)
-
-
-def _eqns(jaxpr):
-    for e in jaxpr.eqns:
-        yield e
-        for v in e.params.values():
-            for sub in v if isinstance(v, (tuple, list)) else [v]:
-                if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
-                    yield from _eqns(getattr(sub, "jaxpr", sub))
 
 
 def _close(got, want, tol, err_msg=""):

@@ -11,6 +11,7 @@ from jax import lax
 
 import namax.quant as qax
 from namax.quant import LoraWeight
+from quant_cases import strict as _strict
 
 
 def _lora(key, shape, rank, alpha=3.0, dtype=jnp.float32):
@@ -29,13 +30,6 @@ def _merged_np(w):
 def _merged(w, a, b, alpha=3.0):
     """The same in jnp, differentiable in ``w``, ``a`` and ``b``."""
     return w + alpha / a.shape[-1] * jnp.einsum("...ir,...or->...io", a, b)
-
-
-def _strict(fn, *args):
-    """``fn(*args)`` with every warning (e.g. a materialization) raised as an error."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return fn(*args)
 
 
 def _ids(key, shape, n):

@@ -17,6 +17,7 @@ import namax as nx
 import namax.quant as qax
 from namax.quant import LoraWeight
 from namax.quant.handlers import dispatch
+from quant_cases import strict as _strict, all_eqns as _eqns
 
 ALPHA = 3.0
 
@@ -36,23 +37,6 @@ def _merged(w, a, b, alpha=ALPHA):
 def _merged_np(t):
     a, b = np.asarray(t.a, np.float64), np.asarray(t.b, np.float64)
     return np.asarray(t.w, np.float64) + t.alpha / t.rank * np.einsum("...ir,...or->...io", a, b)
-
-
-def _strict(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with every warning (e.g. a materialization) raised as an error."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return fn(*args, **kwargs)
-
-
-def _eqns(jaxpr):
-    """Every equation of ``jaxpr`` and of its sub-jaxprs."""
-    for e in jaxpr.eqns:
-        yield e
-        for v in e.params.values():
-            for sub in v if isinstance(v, (tuple, list)) else [v]:
-                if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
-                    yield from _eqns(getattr(sub, "jaxpr", sub))
 
 
 def _full_products(fn, *args, n_in, n_out):

@@ -1,6 +1,6 @@
 """transformers' unmodified ``FlaxGPT2LMHeadModel`` (random init, no download) under namedjit.
 
-The parameters are named by path (:func:`param_names`) and the token ids as
+The parameters are named by path (:func:`namax.hf.flax_gpt2_names`) and the token ids as
 ``("batch", "position")``; every value is compared with plain ``jax.jit`` of the same
 function. Covers: forward and forward+backward, the share of named dims, data and tensor
 parallelism, LoRA (forward, merged-weight equivalence, an optax step) and int4
@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 import namax as nx
 import namax.quant as qax
+from namax.hf import GPT2_MEGATRON, flax_gpt2_names
 
 from .helpers import assert_trees_close, collective_counts, report, specs, strict_warnings
 
@@ -31,27 +32,6 @@ NAMED_DIM_FLOOR = 0.85  # share of named intermediate dims (forward and forward+
 
 
 # --- the model, its parameters and their names ------------------------------------------
-
-
-def param_names(path: tuple, leaf) -> tuple:
-    """Axis names of a GPT-2 parameter from its path. ``FlaxConv1D`` kernels are ``(out, in)``."""
-    keys = [getattr(k, "key", None) for k in path]
-    module, kind = keys[-2], keys[-1]
-    if module == "wte":
-        return ("vocab", "embed")
-    if module == "wpe":
-        return ("position", "embed")
-    if module.startswith("ln"):
-        return ("embed",)
-    if module == "c_attn":
-        return ("qkv", "embed") if kind == "kernel" else ("qkv",)
-    if module == "c_fc":
-        return ("mlp", "embed") if kind == "kernel" else ("mlp",)
-    if module == "c_proj" and "mlp" in keys:
-        return ("embed", "mlp") if kind == "kernel" else ("embed",)
-    if module == "c_proj":  # attention output projection: its input is the merged heads
-        return ("embed", "heads") if kind == "kernel" else ("embed",)
-    raise KeyError(f"no names for GPT-2 parameter {jax.tree_util.keystr(path)}")
 
 
 def is_kernel(path: tuple, leaf) -> bool:
@@ -79,7 +59,7 @@ def gpt2():
 
     params = jax.tree_util.tree_map_with_path(init, shapes)
     ids = jax.random.randint(jax.random.key(1), (BATCH, SEQ), 0, CONFIG["vocab_size"], dtype=jnp.int32)
-    in_axes = (jax.tree_util.tree_map_with_path(param_names, params), ("batch", "position"))
+    in_axes = (flax_gpt2_names(params), ("batch", "position"))
     return model, params, ids, in_axes
 
 
@@ -199,7 +179,7 @@ def test_data_parallel_gradients_all_reduce(gpt2, fns, reference):
 def test_tensor_parallel_matches_and_shards_weights(gpt2, fns, reference):
     _, params, ids, in_axes = gpt2
     mesh = jax.make_mesh((4, 2), ("data", "model"))
-    mapping = {"batch": "data", "heads": "model", "mlp": "model", "qkv": "model"}  # Megatron
+    mapping = GPT2_MEGATRON
     f = nx.namedjit(jax.value_and_grad(fns[1]), in_axes=in_axes, axis_resources=mapping, mesh=mesh)
     compiled = f.lower(params, ids).compile()
     counts = collective_counts(compiled.as_text())
