@@ -1,7 +1,8 @@
 """LoRA and int4 weights through ``use_implicit_args`` vs plain dense ``jax.jit``, same-run ratios.
 
 Run: ``python benchmarks/quant.py [--sizes 2048 4096 --rank 16 --batch 16 --runs 7 --steps 5]``.
-Prints a markdown table: LoRA forward vs ``x @ W`` and vs merging ``W + A B^T``; int4
+Prints a markdown table: LoRA forward vs ``x @ W`` and vs merging ``W + A B^T``; a LoRA
+training step (``w`` frozen) vs the hand-written a/b-only step; int4
 weight bytes per parameter (codes + scales), compiled temp bytes vs the dense f32 weight,
 matvec (batch 1, one weight hot in the cache) and batch matmul time vs f32 dense, a batch-1
 decode step through a stack of weights too large for the cache, trace + compile overhead vs
@@ -11,18 +12,15 @@ plain jit.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import namax.quant as qax  # noqa: E402
-from _timing import interleaved_first_calls, interleaved_medians  # noqa: E402
+import namax.quant as qax
+from _timing import interleaved_first_calls, interleaved_medians  # benchmarks/ is the script's folder
 
 
 def lora_rows(d: int, rank: int, batch: int, runs: int, steps: int) -> list[tuple[str, str, str]]:
@@ -42,6 +40,58 @@ def lora_rows(d: int, rank: int, batch: int, runs: int, steps: int) -> list[tupl
         (f"LoRA r={rank} W {d}², batch {batch}: forward / `x@W`", f"{t['lora'] / t['plain']:.2f}x", "<= 1.1"),
         (f"LoRA r={rank} W {d}², batch {batch}: forward / merged `W+AB^T`", f"{t['lora'] / t['merged']:.2f}x",
          "well below 1"),
+    ]
+
+
+def lora_train_rows(d: int, rank: int, batch: int, runs: int, steps: int) -> list[tuple[str, str, str]]:
+    """A jitted LoRA training step (loss, gradient, Adam update through ``lora.optimizer``; ``w``
+    frozen) vs the hand-written step that differentiates and updates ``a`` and ``b`` only; and
+    ``jax.grad`` alone with ``train_w=True`` vs frozen (``w``'s gradient dot, when it is returned)."""
+    rng = np.random.default_rng(2)
+    w = jnp.asarray(rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d))
+    a = jnp.asarray(rng.normal(size=(d, rank)).astype(np.float32) / np.sqrt(d))
+    b = jnp.asarray(rng.normal(size=(d, rank)).astype(np.float32))
+    x = jnp.asarray(rng.normal(size=(batch, d)).astype(np.float32))
+    scale = 1.0 / rank
+
+    def make_step(loss, opt):  # params and optimizer state donated, as in a training loop
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def step(params, state, *rest):
+            value, grads = jax.value_and_grad(loss)(params, *rest)
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, value
+        return step
+
+    lora_opt = qax.lora.optimizer(optax.adam(1e-3))
+    lora_step = make_step(qax.use_implicit_args(lambda lw, x: jnp.sum(jnp.tanh(x @ lw) ** 2)), lora_opt)
+    hand_opt = optax.adam(1e-3)
+    hand_step = make_step(lambda ab, w, x: jnp.sum(jnp.tanh(x @ w + (x @ ab[0]) @ ab[1].T * scale) ** 2), hand_opt)
+    copy = lambda v: jnp.array(v, copy=True)  # noqa: E731  (each run owns its donated buffers)
+    runs_state = {
+        "hand": [(a, b), hand_opt.init((a, b)), hand_step, (copy(w), x)],
+        "lora": [qax.LoraWeight(copy(w), copy(a), copy(b)), None, lora_step, (x,)],
+        "train_w": [qax.LoraWeight(copy(w), copy(a), copy(b), train_w=True), None, lora_step, (x,)],
+    }
+    for entry in runs_state.values():
+        if entry[1] is None:
+            entry[1] = lora_opt.init(entry[0])
+
+    def run(name):
+        entry = runs_state[name]
+        entry[0], entry[1], value = entry[2](entry[0], entry[1], *entry[3])
+        return value
+
+    t = interleaved_medians({name: functools.partial(run, name) for name in ("hand", "lora")}, runs=runs, steps=steps)
+    # the gradient alone, returned from the jit: only here can a full-weight gradient survive
+    grad = jax.jit(jax.grad(qax.use_implicit_args(lambda lw, x: jnp.sum(jnp.tanh(x @ lw) ** 2))))
+    frozen, trained = runs_state["lora"][0], runs_state["train_w"][0]
+    g = interleaved_medians({"frozen": lambda: grad(frozen, x), "train_w": lambda: grad(trained, x)},
+                            runs=runs, steps=steps)
+    return [
+        (f"LoRA r={rank} W {d}², batch {batch}: Adam train step / hand-written a,b-only step",
+         f"{t['lora'] / t['hand']:.2f}x", "<= 1.05"),
+        (f"LoRA r={rank} W {d}², batch {batch}: `jax.grad` with `train_w=True` / frozen `w`",
+         f"{g['train_w'] / g['frozen']:.2f}x", "> 1 (the full-weight gradient dot)"),
     ]
 
 
@@ -123,6 +173,7 @@ def main() -> None:
     rows, fusions = [], {}
     for d in args.sizes:
         rows += lora_rows(d, args.rank, args.batch, args.runs, args.steps)
+        rows += lora_train_rows(d, args.rank, args.batch, args.runs, args.steps)
         int4, fusions[d] = int4_rows(d, args.batch, args.runs, args.steps)
         rows += int4
         rows += decode_rows(d, max(2, 2 ** 27 // (4 * d * d)), args.runs, args.steps)

@@ -19,6 +19,11 @@ The training step runs under ``namedjit`` with an axis mapping (``{"batch": "dat
 default): the names of the parameters and activations decide every sharding. Batches and
 learning rates depend only on the step number and the optimizer state is checkpointed, so
 ``--resume`` continues with bitwise the same losses as an uninterrupted run.
+
+Checkpoints are ``namax.checkpoint`` files: written atomically (temporary file, fsync,
+rename), every tensor checksummed, the run's settings stored. ``--resume`` skips a damaged
+newest checkpoint (one ``skipping PATH: why`` line on stderr) for the previous good one, and
+refuses to continue a run with other settings unless ``--allow-config-change`` names them.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import pathlib
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -52,6 +56,8 @@ class TrainOptions:
     checkpoint_dir: str = "checkpoints/gpt"
     checkpoint_every: int = 100
     resume: bool = False
+    keep_checkpoints: int = 3
+    allow_config_change: tuple[str, ...] = ()
     stop_at: Optional[int] = None
     devices: Optional[int] = None
     fsdp: bool = False
@@ -68,6 +74,25 @@ class TrainOptions:
     lora_rank: int = 8
     lora_steps: int = 100
     int4: bool = False
+
+
+# The run's configuration: every option below is stored in each checkpoint and compared on
+# --resume, where a difference is an error naming each option (old -> new) unless
+# --allow-config-change lists it. Options that only say where to write, or what to do
+# instead of training, are not stored:
+CONFIG_NOT_STORED = ("checkpoint_dir", "resume", "allow_config_change", "coordinator", "process_id", "sample",
+                     "sample_after", "sample_tokens", "temperature", "lora", "lora_rank", "lora_steps", "int4")
+# Stored but free to change on --resume: they do not change what the run computes (the
+# device layout only changes float rounding). So the compared options are the schedule, the
+# model shape, the optimiser and the seed: steps, batch_size, seq_len, embed, heads, layers,
+# learning_rate, warmup, weight_decay, seed.
+CONFIG_MAY_CHANGE = frozenset({"eval_every", "log_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
+                               "stop_at", "progress", "devices", "fsdp", "tp", "num_processes"})
+
+
+def run_config(opts: TrainOptions) -> dict[str, Any]:
+    """The configuration stored in each checkpoint (see ``CONFIG_NOT_STORED``)."""
+    return {k: v for k, v in dataclasses.asdict(opts).items() if k not in CONFIG_NOT_STORED}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
@@ -93,7 +118,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
     g.add_argument("--eval-batches", type=int, default=d.eval_batches, help="held-out batches per evaluation")
     g.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where step_N.safetensors files go")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="save every N steps (0: never)")
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+    g.add_argument("--resume", action="store_true", help="continue from the newest usable checkpoint in "
+                   "--checkpoint-dir (damaged ones are reported and skipped; the run's settings must match)")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, metavar="N",
+                   help="keep the N newest checkpoints, deleting older ones once a new one is on disk (default %(default)s; 0: keep all)")
+    g.add_argument("--allow-config-change", default="", metavar="OPTION,...",
+                   help="--resume even though these options differ from the checkpoint's (e.g. steps,learning-rate); "
+                        "logging, evaluation, checkpoint and device options may always differ")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g = p.add_argument_group("devices and sharding")
     g.add_argument("--devices", type=int, default=d.devices, help="simulated CPU devices per process "
@@ -117,7 +148,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
     g.add_argument("--lora-steps", type=int, default=d.lora_steps, help="LoRA fine-tuning steps")
     g.add_argument("--int4", action="store_true", help="quantise the checkpoint's weights to int4, report the "
                    "held-out loss change and weight bytes (and sample with --sample)")
-    opts = TrainOptions(**vars(p.parse_args(argv)))
+    args = vars(p.parse_args(argv))
+    allowed = tuple(dict.fromkeys(name.strip().lstrip("-").replace("-", "_")
+                                  for name in args["allow_config_change"].split(",") if name.strip()))
+    stored = run_config(d)
+    if unknown := [name for name in allowed if name not in stored]:
+        p.error(f"--allow-config-change: unknown option(s) {', '.join(unknown)} (choose from "
+                f"{', '.join(k.replace('_', '-') for k in stored if k not in CONFIG_MAY_CHANGE)})")
+    args["allow_config_change"] = allowed
+    opts = TrainOptions(**args)
+    if opts.keep_checkpoints < 0:
+        p.error("--keep-checkpoints must be >= 0")
     if opts.tp < 1 or opts.steps < 0 or opts.batch_size < 1:
         p.error("--tp and --batch-size must be >= 1 and --steps >= 0")
     return opts
@@ -147,8 +188,9 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 import namax as nx  # noqa: E402
 from namax.partitioning import pspec_for  # noqa: E402
 
+from namax import checkpoint  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import checkpoint  # noqa: E402
 from gpt import GPT, GPTConfig, loss_fn, num_parameters  # noqa: E402
 from lm_data import VOCAB_SIZE, batch_at, eval_batches, load_corpus  # noqa: E402
 
@@ -284,15 +326,24 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
     start = 0
     if not opts.resume and jax.process_index() == 0:
         # a fresh run: older step files would make a later --resume pick up the wrong run
-        stale = sorted(pathlib.Path(opts.checkpoint_dir).glob("step_*.safetensors"))
-        for old in stale:
+        stale = checkpoint.list_checkpoints(opts.checkpoint_dir)
+        for _, old in stale:
             old.unlink()
         if stale:
             log(f"fresh run: removed {len(stale)} older checkpoint(s) from {opts.checkpoint_dir}")
-    if opts.resume and (path := checkpoint.latest(opts.checkpoint_dir)) is not None:
-        start, trees, _ = checkpoint.load(path, {"params": params, "opt_state": opt_state})
-        params, opt_state = trees["params"], trees["opt_state"]
-        log(f"resumed from {path} at step {start}")
+    if opts.resume:
+        # damaged or mismatched files are skipped (one warning line each, on stderr); a run with
+        # other settings raises checkpoint.ConfigMismatchError
+        restored = checkpoint.restore(opts.checkpoint_dir, {"params": params, "opt_state": opt_state},
+                                      config=run_config(opts),
+                                      allow_config_change=CONFIG_MAY_CHANGE | set(opts.allow_config_change))
+        if restored is None:
+            log(f"--resume: no checkpoint in {opts.checkpoint_dir}, starting at step 0")
+        else:
+            start, trees, meta = restored
+            params, opt_state = trees["params"], trees["opt_state"]
+            log(f"resumed from {meta['path']} at step {start}"
+                + (f" (skipped {len(meta['skipped'])} unusable newer file(s))" if meta["skipped"] else ""))
     params = nx.shard(params, param_map, mesh)
     opt_state = nx.shard(opt_state, param_map, mesh)
     train_step = make_train_step(static, optimizer, mesh, compute_map, param_map)
@@ -335,7 +386,8 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
             bar.write(msg) if bar is not None else log(msg)
         if opts.checkpoint_every and (done % opts.checkpoint_every == 0 or done in (opts.steps, end)):
             path = checkpoint.save(opts.checkpoint_dir, done, {"params": params, "opt_state": opt_state},
-                                   extra={"config": dataclasses.asdict(config), "kind": "full"})
+                                   extra={"config": dataclasses.asdict(config), "kind": "full"},
+                                   config=run_config(opts), keep=opts.keep_checkpoints or None)
             msg = f"saved {path}"
             bar.write(msg) if bar is not None else log(msg)
     if bar is not None:
@@ -348,18 +400,22 @@ def _silent(*_: Any) -> None:
 
 
 def load_model(opts: TrainOptions) -> tuple[GPT, dict]:
-    """The newest full checkpoint in ``--checkpoint-dir`` as a GPT (its own config)."""
-    path = checkpoint.latest(opts.checkpoint_dir)
-    if path is None:
+    """The newest usable full checkpoint in ``--checkpoint-dir`` as a GPT (its own config)."""
+    statics = {}
+
+    def templates(meta: dict) -> dict:
+        if meta["extra"].get("kind") != "full":
+            raise checkpoint.CheckpointError(meta["path"], f"not a full model checkpoint "
+                                                           f"(kind={meta['extra'].get('kind')!r})")
+        template = eqx.filter_eval_shape(GPT.init, GPTConfig(**meta["extra"]["config"]), key=jax.random.key(0))
+        params, statics[meta["path"]] = eqx.partition(template, lambda x: isinstance(x, jax.ShapeDtypeStruct))
+        return {"params": params}
+
+    restored = checkpoint.restore(opts.checkpoint_dir, templates)
+    if restored is None:
         raise FileNotFoundError(f"no step_*.safetensors in {opts.checkpoint_dir!r}: train first")
-    meta = checkpoint.read_metadata(path)
-    if meta["extra"].get("kind") != "full":
-        raise ValueError(f"{path} is not a full model checkpoint (kind={meta['extra'].get('kind')!r})")
-    config = GPTConfig(**meta["extra"]["config"])
-    template = eqx.filter_eval_shape(GPT.init, config, key=jax.random.key(0))
-    params, static = eqx.partition(template, lambda x: isinstance(x, jax.ShapeDtypeStruct))
-    _, trees, meta = checkpoint.load(path, {"params": params})
-    return eqx.combine(jax.tree_util.tree_map(jnp.asarray, trees["params"]), static), meta
+    _, trees, meta = restored
+    return eqx.combine(jax.tree_util.tree_map(jnp.asarray, trees["params"]), statics[meta["path"]]), meta
 
 
 def run_int4(opts: TrainOptions, log=print) -> dict[str, float]:
@@ -437,6 +493,18 @@ def run_int4(opts: TrainOptions, log=print) -> dict[str, float]:
 
 
 def main(opts: TrainOptions) -> None:
+    try:
+        _main(opts)
+    except checkpoint.ConfigMismatchError as e:
+        flags = ", ".join(f"--{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in e.changes.items())
+        raise SystemExit(f"--resume: {e.path} was saved by a run with other settings: {flags}. Resume with the "
+                         f"same settings, or pass --allow-config-change "
+                         f"{','.join(k.replace('_', '-') for k in e.changes)} to continue with the new ones.")
+    except checkpoint.CheckpointError as e:
+        raise SystemExit(f"error: {e}")
+
+
+def _main(opts: TrainOptions) -> None:
     init_distributed(opts)
     if opts.lora:
         from lora_finetune import finetune

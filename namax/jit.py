@@ -249,7 +249,8 @@ class Compiled:
         return getattr(self.compiled, name)
 
 
-def namedjit(fn: Optional[Callable] = None, **kwargs: Any) -> Union[NamedJit, Callable[[Callable], NamedJit]]:
+def namedjit(fn: Optional[Callable] = None, axis_resources: Optional[ResourceMapping] = None,
+             **kwargs: Any) -> Union[NamedJit, Callable[[Callable], NamedJit]]:
     """``jax.jit`` for named code: names become shardings under an axis mapping.
 
     Arguments may be pytrees of NamedArrays, Equinox modules, implicit arrays and plain
@@ -269,7 +270,8 @@ def namedjit(fn: Optional[Callable] = None, **kwargs: Any) -> Union[NamedJit, Ca
     ``explicit_sharding`` (under an Explicit mesh, let JAX's sharding-in-types place the
     values inside, for code that uses ``out_sharding=`` or ``reshard`` itself; names place
     only inputs and outputs), ``static_argnums``, ``static_argnames``, ``donate_argnums``,
-    ``donate_argnames``.
+    ``donate_argnames``. ``axis_resources`` may also be the second positional argument, as in
+    Haliax's ``named_jit`` (``namax.named_jit`` is this function).
 
     >>> import namax as nx
     >>> f = namedjit(lambda x: nx.sum(x * 2, "b"))
@@ -280,6 +282,8 @@ def namedjit(fn: Optional[Callable] = None, **kwargs: Any) -> Union[NamedJit, Ca
     >>> type(g(jnp.ones((2, 3)), jnp.ones((3, 4)))).__name__      # plain in, plain out
     'ArrayImpl'
     """
+    if axis_resources is not None:  # positional second, as in Haliax's ``named_jit(fn, axis_resources)``
+        kwargs["axis_resources"] = axis_resources
     if fn is None:
         return functools.partial(namedjit, **kwargs)
     return NamedJit(fn, **kwargs)

@@ -63,8 +63,20 @@ class NamedArray:
 
     @classmethod
     def tree_unflatten(cls, axes, children):
+        array = children[0]
+        # Tree utilities rebuild us around None, object(), PartitionSpecs, ShapeDtypeStructs...:
+        # only an array-like whose rank differs from the axes is rejected (jax.vmap / lax.scan
+        # over a NamedArray add or drop a dimension its axes cannot know about).
+        ndim = getattr(array, "ndim", None)
+        if ndim is not None and ndim != len(axes) and isinstance(ndim, int):
+            raise ValueError(
+                f"A NamedArray with axes {_axes_str(axes)} was rebuilt around a value of shape "
+                f"{getattr(array, 'shape', '?')} ({ndim} dimensions for {len(axes)} axes): a positional transform "
+                f"(jax.vmap, jax.lax.scan/map, a tree_map that changes ranks) added or removed a dimension. Map "
+                f"and scan by axis name with nx.vmap / nx.scan / nx.fold / nx.map instead"
+            )
         obj = object.__new__(cls)
-        object.__setattr__(obj, "array", children[0])
+        object.__setattr__(obj, "array", array)
         object.__setattr__(obj, "axes", axes)
         return obj
 
@@ -89,7 +101,18 @@ class NamedArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod([ax.size for ax in self.axes], dtype=np.int64))
+        """The number of elements; an error naming the axes past XLA's int64 element count.
+
+        >>> named(jnp.zeros((2, 3)), ("batch", "embed")).size
+        6
+        """
+        n = 1
+        for ax in self.axes:  # Python ints: a fixed-width product would wrap (2**32 * 2**32 -> 0)
+            n *= ax.size
+        if n > np.iinfo(np.int64).max:
+            raise ValueError(f"NamedArray with axes {_axes_str(self.axes)} has {n} elements, more than the "
+                             f"int64 maximum {np.iinfo(np.int64).max} that XLA can index")
+        return n
 
     @property
     def nbytes(self) -> int:
@@ -197,9 +220,15 @@ class NamedArray:
         from .ops import shape as _shape
         return _shape.unbind(self, axis)
 
-    def rearrange(self, axes: Sequence[AxisSelector | type(Ellipsis)]) -> "NamedArray":
+    def rearrange(self, axes: "str | Sequence[AxisSelector | type(Ellipsis)] | None" = None, /,
+                  **bindings) -> "NamedArray":
+        """:func:`namax.rearrange`: a sequence of axes, or a string ``"lhs -> rhs"`` with ``**bindings``.
+
+        >>> named(jnp.zeros((2, 3)), ("a", "b")).rearrange("a b -> (ab: a b)").axes
+        (Axis('ab', 6),)
+        """
         from .ops import shape as _shape
-        return _shape.rearrange(self, axes)
+        return _shape.rearrange(self, axes, **bindings)
 
     transpose = rearrange
 
@@ -270,6 +299,125 @@ class NamedArray:
     def argmin(self, axis=None):
         from .ops import reductions as r
         return r.argmin(self, axis)
+
+    # --- more Haliax methods, each delegating to its module-level op -------------------
+    @property
+    def at(self):
+        """Functional updates by name: ``x.at[{"position": 3}].set(v)``, ``.add``, ``.get``, ...
+
+        >>> x = named(jnp.zeros(3), "x")
+        >>> x.at["x", 1].add(5.0).array.tolist()
+        [0.0, 5.0, 0.0]
+        """
+        from .ops import arrays as _arrays
+        return _arrays.at(self)
+
+    def axis_indices(self, axis: AxisSelection):
+        """Position of one axis (``None`` if absent), or a tuple of them for several.
+
+        >>> named(jnp.zeros((2, 3)), ("batch", "embed")).axis_indices(("embed", "mlp"))
+        (1, None)
+        """
+        if isinstance(axis, (Axis, str)):
+            return self.axis_index(axis) if self.has_axis(axis) else None
+        return tuple(self.axis_indices(a) for a in axis)
+
+    def matches_axes(self, spec) -> bool:
+        from .ops import arrays as _arrays
+        return _arrays.matches_axes(self, spec)
+
+    def scalar(self) -> jax.Array:
+        """The array of a 0-d NamedArray (works under jit, unlike ``item``).
+
+        >>> named(jnp.zeros(()), ()).scalar().shape
+        ()
+        """
+        if self.ndim != 0:
+            raise ValueError(f"scalar(): expected a 0-d NamedArray, got axes {_axes_str(self.axes)}")
+        return self.array
+
+    def tolist(self):
+        return self.array.tolist()
+
+    def tobytes(self, order="C"):
+        return self.array.tobytes(order=order)
+
+    def argsort(self, axis, *, stable: bool = False):
+        from .ops import reductions as r
+        return r.argsort(self, axis, stable=stable)
+
+    def sort(self, axis):
+        from .ops import reductions as r
+        return r.sort(self, axis)
+
+    def cumsum(self, axis, *, dtype=None):
+        from .ops import reductions as r
+        return r.cumsum(self, axis, dtype=dtype)
+
+    def cumprod(self, axis, *, dtype=None):
+        from .ops import reductions as r
+        return r.cumprod(self, axis, dtype=dtype)
+
+    def product(self, axis=None, *, dtype=None, where=None):
+        from .ops import reductions as r
+        return r.product(self, axis, dtype=dtype, where=where)
+
+    def ptp(self, axis=None):
+        from .ops import reductions as r
+        return r.ptp(self, axis)
+
+    def clip(self, a_min=None, a_max=None):
+        from .ops import elementwise as e
+        return e.clip(self, a_min, a_max)
+
+    def round(self, decimals=0):
+        from .ops import elementwise as e
+        return e.round(self, decimals=decimals)
+
+    def conj(self):
+        from .ops import elementwise as e
+        return e.conj(self)
+
+    def conjugate(self):
+        from .ops import elementwise as e
+        return e.conjugate(self)
+
+    def copy(self):
+        from .ops import elementwise as e
+        return e.copy(self)
+
+    @property
+    def real(self):
+        from .ops import elementwise as e
+        return e.real(self)
+
+    @property
+    def imag(self):
+        from .ops import elementwise as e
+        return e.imag(self)
+
+    def ravel(self, new_axis_name: AxisSelector):
+        from .ops import arrays as _arrays
+        return _arrays.ravel(self, new_axis_name)
+
+    def flatten(self, new_axis_name: AxisSelector):
+        from .ops import arrays as _arrays
+        return _arrays.flatten(self, new_axis_name)
+
+    def trace(self, axis1: AxisSelector, axis2: AxisSelector, offset=0, dtype=None):
+        from .ops import linalg as _linalg
+        return _linalg.trace(self, axis1, axis2, offset=offset, dtype=dtype)
+
+    def slice(self, *args, **kwargs):
+        """``namax.slice(self, ...)``; like Haliax, a mapping first means ``slice(start, length)``."""
+        from .ops import indexing as _indexing
+        if args and isinstance(args[0], Mapping):
+            return _indexing.slice(self, None, None, *args, **kwargs)
+        return _indexing.slice(self, *args, **kwargs)
+
+    def updated_slice(self, start: Mapping[AxisSelector, Any], update: "NamedArray"):
+        from .ops import indexing as _indexing
+        return _indexing.updated_slice(self, start, update)
 
     # --- operators: broadcast by name --------------------------------------------------
     def __add__(self, other): return binary(jnp.add, self, other)

@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from .axis import Axis
+from .axis import Axis, AxisSelection, AxisSelector, axis_name, axis_spec_to_shape_dict
 from .named import NamedArray
+from .util import StringHolderEnum
 
 MeshAxes = Union[str, tuple[str, ...], None]
 ResourceMapping = Mapping[str, MeshAxes]
@@ -172,10 +173,16 @@ def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: Res
     intermediates) replicates such dimensions instead, the first dimension keeping the
     mesh axis.
 
+    A dimension of size 0 is never sharded, strict or not (user-placed inputs included): it
+    is replicated (``None``), which costs nothing as it holds no data, and its mesh axes stay
+    free for the other dimensions. Its mapping must still name mesh axes that exist.
+
     >>> import numpy as np, jax
     >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     >>> pspec_for(("batch", "embed"), (8, 4), {"batch": "data"}, mesh)  # trailing Nones dropped
     P('data',)
+    >>> pspec_for(("batch", "embed"), (0, 4), {"batch": "data", "embed": "data"}, mesh)  # size 0: replicated
+    P(None, 'data')
     """
     shape = dict(zip(mesh.axis_names, mesh.devices.shape))
     used: dict[str, str] = {}
@@ -191,6 +198,9 @@ def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: Res
                 raise ShardingError(
                     f"axis {name!r} is mapped to mesh axis {a!r}, but the mesh has axes {tuple(mesh.axis_names)}"
                 )
+        if size == 0:  # nothing to split: replicated, and its mesh axes stay free
+            entries.append(None)
+            continue
         clash = [a for a in axes if a in used]
         n = 1
         for a in axes:
@@ -296,5 +306,205 @@ def fsdp(fn: Callable, parameter_mapping: ResourceMapping, compute_mapping: Reso
                     out_axis_resources=parameter_mapping, **jit_kwargs)
 
 
+# --- Haliax's spellings, on the functions above -------------------------------------------------
+
+PhysicalAxisSpec = Union[str, tuple[str, ...]]
+"""A mesh axis, or a tuple of mesh axes, that one named axis is sharded over."""
+
+
+class ResourceAxis(metaclass=StringHolderEnum):
+    """The usual mesh axis names (plain strings).
+
+    >>> ResourceAxis.DATA, "model" in ResourceAxis
+    ('data', True)
+    """
+
+    MODEL = "model"
+    DATA = "data"
+    REPLICA = "replica"
+    REPLICA_DCN = "replica_dcn"
+    CONTEXT = "context"
+
+
+current_thread_local_mapping = current_axis_mapping
+"""Haliax's name for :func:`current_axis_mapping` (the mapping is per thread and per context)."""
+
+
+def physical_axis_name(axis: AxisSelector, mapping: Optional[ResourceMapping] = None) -> Optional[PhysicalAxisSpec]:
+    """The mesh axis (or axes) ``axis`` is mapped to by ``mapping`` (default: the current
+    one); None if it is not mapped or no mapping is active.
+
+    >>> physical_axis_name("batch", {"batch": "data"}), physical_axis_name(Axis("embed", 4), {"batch": "data"})
+    ('data', None)
+    """
+    name = axis_name(axis)
+    if not isinstance(name, str):
+        raise TypeError(f"physical_axis_name: expected one Axis or name, got {axis!r}")
+    mapping = normalize_mapping(mapping) if mapping is not None else current_axis_mapping()
+    return None if mapping is None else mapping.get(name)
+
+
+def _required_mapping(mapping: Optional[ResourceMapping], what: str) -> dict[str, MeshAxes]:
+    mapping = normalize_mapping(mapping) if mapping is not None else current_axis_mapping()
+    if mapping is None:
+        raise ValueError(f"{what}: no axis mapping given and none active (pass one or use namax.axis_mapping)")
+    return mapping
+
+
+def pspec_for_axis(axis: AxisSelection, mapping: Optional[ResourceMapping] = None) -> PartitionSpec:
+    """The PartitionSpec for an array with axes ``axis`` (one entry per axis) under ``mapping``
+    (default: the current one).
+
+    Checked as strictly as :func:`shard`: a mesh axis used by two axes is an error and,
+    when a mesh is active and the axes have sizes, so are mesh axes it lacks and sizes
+    that do not divide.
+
+    >>> pspec_for_axis((Axis("batch", 8), "embed"), {"batch": "data"})
+    P('data', None)
+    """
+    spec = axis_spec_to_shape_dict(axis)
+    mapping = _required_mapping(mapping, "pspec_for_axis")
+    names, sizes = tuple(spec), tuple(spec.values())
+    p = current_partitioning()
+    mesh = resolve_mesh(p.mesh if p is not None else None)
+    if mesh is not None and None not in sizes:
+        entries = tuple(pspec_for(names, sizes, mapping, mesh, what="axis spec"))
+        return PartitionSpec(*entries, *([None] * (len(names) - len(entries))))
+    used: dict[str, str] = {}
+    entries = []
+    for name in names:
+        target = mapping.get(name)
+        for a in () if target is None else (target,) if isinstance(target, str) else target:
+            if mesh is not None and a not in mesh.axis_names:
+                raise ShardingError(f"axis {name!r} is mapped to mesh axis {a!r}, but the mesh has axes "
+                                    f"{tuple(mesh.axis_names)}")
+            if a in used:
+                raise ShardingError(f"mesh axis {a!r} is used twice in one axis spec: by axis {used[a]!r} and by "
+                                    f"axis {name!r} (names {names})")
+            used[a] = name
+        entries.append(target)
+    return PartitionSpec(*entries)
+
+
+def round_axis_for_partitioning(axis: Axis, mapping: Optional[ResourceMapping] = None) -> Axis:
+    """``axis`` with its size rounded up to a multiple of the number of devices it is
+    sharded over (the product of its mesh axes' sizes in the active mesh).
+
+    >>> import numpy as np, jax
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> with axis_mapping({"vocab": "data"}, mesh=mesh):
+    ...     round_axis_for_partitioning(Axis("vocab", 7))
+    Axis('vocab', 7)
+    """
+    if not isinstance(axis, Axis):
+        raise TypeError(f"round_axis_for_partitioning: expected an Axis (with a size), got {axis!r}")
+    p = current_partitioning()
+    mesh = resolve_mesh(p.mesh if p is not None else None)
+    if mesh is None:
+        raise ValueError("round_axis_for_partitioning: no mesh active (use jax.set_mesh or "
+                         "namax.axis_mapping(..., mesh=mesh))")
+    target = physical_axis_name(axis, mapping)
+    if target is None:
+        return axis
+    shape = dict(zip(mesh.axis_names, mesh.devices.shape))
+    n = 1
+    for a in (target,) if isinstance(target, str) else target:
+        if a not in shape:
+            raise ShardingError(f"axis {axis.name!r} is mapped to mesh axis {a!r}, but the mesh has axes "
+                                f"{tuple(mesh.axis_names)}")
+        n *= shape[a]
+    return axis.resize(-(-axis.size // n) * n)
+
+
+def shard_with_axis_mapping(x: Any, mapping: ResourceMapping, mesh: Optional[Mesh] = None) -> Any:
+    """:func:`shard` with the mapping required (Haliax's older name).
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> shard_with_axis_mapping(nx.zeros(nx.Axis("batch", 2)), {"batch": "data"}, mesh).array.sharding.spec
+    P('data',)
+    """
+    if mapping is None:
+        raise ValueError("shard_with_axis_mapping: a mapping is required (use namax.auto_sharded for the current one)")
+    return shard(x, mapping, mesh)
+
+
+def auto_sharded(x: Any, mesh: Optional[Mesh] = None) -> Any:
+    """:func:`shard` by the current axis mapping; without one, ``x`` is returned as it is.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> x = nx.zeros(nx.Axis("batch", 2))
+    >>> auto_sharded(x) is x
+    True
+    >>> with axis_mapping({"batch": "data"}, mesh=mesh):
+    ...     auto_sharded(x).array.sharding.spec
+    P('data',)
+    """
+    if current_axis_mapping() is None:
+        return x
+    return shard(x, None, mesh)
+
+
+def infer_resource_partitions(tree: Any, resource_mapping: Optional[ResourceMapping] = None,
+                              mesh: Optional[Mesh] = None) -> Any:
+    """The sharding :func:`shard` gives each array of ``tree``: a NamedSharding per
+    NamedArray (by its names) and per plain array (replicated, or by the ``axis_names`` of
+    its :func:`namax.field`) and Python number (replicated); None for other leaves.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> tree = {"w": nx.zeros(nx.make_axes(embed=4, mlp=2)), "step": 3, "name": "run"}
+    >>> s = infer_resource_partitions(tree, {"embed": "data"}, mesh)
+    >>> s["w"].spec, s["step"].spec, s["name"]
+    (P('data',), P(), None)
+    """
+    import equinox as eqx
+
+    mapping, mesh = _mapping_and_mesh(normalize_mapping(resource_mapping), mesh)
+
+    def sharding(x: Any) -> Any:
+        if isinstance(x, NamedArray):
+            return sharding_for(x, mapping, mesh)
+        if isinstance(x, eqx.Module):
+            return _module_shardings(x)
+        if isinstance(x, (jax.Array, bool, int, float, complex)) or (hasattr(x, "shape") and hasattr(x, "dtype")):
+            return NamedSharding(mesh, PartitionSpec())
+        return None
+
+    def _module_shardings(module: Any) -> Any:
+        out = object.__new__(type(module))
+        for f in dataclasses.fields(module):
+            value = getattr(module, f.name)
+            names = f.metadata.get("axis_names") if not f.metadata.get("static", False) else None
+            if names is not None and hasattr(value, "shape") and not isinstance(value, NamedArray):
+                if len(names) != len(value.shape):
+                    raise ValueError(f"field {type(module).__name__}.{f.name}: axis_names {names} for an array of "
+                                     f"shape {tuple(value.shape)}")
+                new = NamedSharding(mesh, pspec_for(names, value.shape, mapping, mesh, what=f"field {f.name!r}"))
+            elif f.metadata.get("static", False):
+                new = value
+            else:
+                new = jax.tree_util.tree_map(sharding, value, is_leaf=_is_leaf)
+            object.__setattr__(out, f.name, new)
+        return out
+
+    def _is_leaf(x: Any) -> bool:
+        return isinstance(x, (NamedArray, eqx.Module))
+
+    return jax.tree_util.tree_map(sharding, tree, is_leaf=_is_leaf)
+
+
+def __getattr__(name: str) -> Any:
+    # ``named_jit`` is ``namax.namedjit``; jit imports this module, so it is looked up on use
+    if name == "named_jit":
+        from .jit import namedjit
+
+        return namedjit
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["normalize_mapping", "axis_mapping", "current_axis_mapping", "pspec_for", "sharding_for", "shard", "fsdp",
-           "ShardingError", "ResourceMapping"]
+           "ShardingError", "ResourceMapping", "PhysicalAxisSpec", "ResourceAxis", "current_thread_local_mapping",
+           "physical_axis_name", "pspec_for_axis", "round_axis_for_partitioning", "shard_with_axis_mapping",
+           "auto_sharded", "infer_resource_partitions", "named_jit"]

@@ -7,7 +7,9 @@ NamedArrays; they broadcast against ``shape`` by name (their axes must be among 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+import inspect
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,85 +50,110 @@ def _sizes(axes: tuple[Axis, ...]) -> tuple[int, ...]:
     return tuple(a.size for a in axes)
 
 
-def normal(key: jax.Array, shape: AxisSpec, dtype: Any = jnp.float32) -> NamedArray:
-    """Standard normal samples with the given axes.
+_REQUIRED = inspect.Parameter.empty
 
-    >>> import jax, namax as nx
-    >>> nx.random.normal(jax.random.key(0), (nx.Axis("batch", 2), nx.Axis("embed", 3))).axes
-    (Axis('batch', 2), Axis('embed', 3))
+
+@dataclasses.dataclass(frozen=True)
+class _Distribution:
+    """One row of the table: a ``jax.random`` sampler whose draws get the axes of ``shape``."""
+
+    name: str
+    summary: str
+    params: tuple[tuple[str, Any], ...]  # after ``key, shape``, in Haliax's order; "dtype" is not broadcast
+    example: str  # the arguments after ``key, shape`` in the docstring's example
+
+
+_DISTRIBUTIONS = (
+    _Distribution("normal", "Standard normal samples.", (("dtype", float),), ""),
+    _Distribution("uniform", "Uniform samples in ``[minval, maxval)``.",
+                  (("dtype", float), ("minval", 0.0), ("maxval", 1.0)), ", minval=-1.0"),
+    _Distribution("bernoulli", "Booleans that are True with probability ``p``.", (("p", 0.5),), ", p=0.25"),
+    _Distribution("randint", "Integers in ``[minval, maxval)``.",
+                  (("minval", _REQUIRED), ("maxval", _REQUIRED), ("dtype", int)), ", 0, 10"),
+    _Distribution("truncated_normal", "Normal samples truncated to ``(lower, upper)``.",
+                  (("lower", _REQUIRED), ("upper", _REQUIRED), ("dtype", float)), ", -1.0, 1.0"),
+    _Distribution("gumbel", "Standard Gumbel samples.", (("dtype", float),), ""),
+    _Distribution("poisson", "Poisson counts with rate ``lam``.", (("lam", _REQUIRED), ("dtype", int)), ", 3.0"),
+    _Distribution("exponential", "Standard exponential samples.", (("dtype", float),), ""),
+    _Distribution("gamma", "Gamma samples with concentration ``a`` (unit scale).",
+                  (("a", _REQUIRED), ("dtype", float)), ", 2.0"),
+    _Distribution("beta", "Beta samples with concentrations ``a`` and ``b``.",
+                  (("a", _REQUIRED), ("b", _REQUIRED), ("dtype", float)), ", 2.0, 3.0"),
+    _Distribution("laplace", "Standard Laplace samples.", (("dtype", float),), ""),
+    _Distribution("cauchy", "Standard Cauchy samples.", (("dtype", float),), ""),
+    _Distribution("logistic", "Standard logistic samples.", (("dtype", float),), ""),
+    _Distribution("rademacher", "Random signs, -1 or +1 with equal probability.", (("dtype", float),), ""),
+    _Distribution("t", "Student's t samples with ``df`` degrees of freedom.", (("df", _REQUIRED), ("dtype", float)),
+                  ", 5.0"),
+    _Distribution("pareto", "Pareto samples with shape ``b``.", (("b", _REQUIRED), ("dtype", float)), ", 3.0"),
+    _Distribution("loggamma", "Logs of Gamma samples with concentration ``a``, accurate for small ``a``.",
+                  (("a", _REQUIRED), ("dtype", float)), ", 0.5"),
+    _Distribution("weibull_min", "Weibull samples with ``scale`` and ``concentration``.",
+                  (("scale", _REQUIRED), ("concentration", _REQUIRED), ("dtype", float)), ", 1.0, 2.0"),
+)
+
+
+def _sample(dist: _Distribution, key: jax.Array, shape: AxisSpec, args: dict[str, Any]) -> NamedArray:
+    axes = _shape(shape, dist.name)
+    kwargs = {p: (v if p == "dtype" else _param(v, axes, p, dist.name)) for p, v in args.items()}
+    return wrap(getattr(jax.random, dist.name)(key, shape=_sizes(axes), **kwargs), axes)
+
+
+def _make_sampler(dist: _Distribution) -> Callable[..., NamedArray]:
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter("key", kind), inspect.Parameter("shape", kind)]
+        + [inspect.Parameter(p, kind, default=d) for p, d in dist.params]
+    )
+
+    def sampler(*args: Any, **kwargs: Any) -> NamedArray:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{dist.name}{signature}: {e}") from None
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        return _sample(dist, given.pop("key"), given.pop("shape"), given)
+
+    broadcast = [p for p, _ in dist.params if p != "dtype"]
+    note = (
+        f" {', '.join(f'``{p}``' for p in broadcast)} may be scalars or NamedArrays whose axes are among ``shape``"
+        " (broadcast by name)." if broadcast else ""
+    )
+    sampler.__name__ = sampler.__qualname__ = dist.name
+    sampler.__signature__ = signature  # type: ignore[attr-defined]
+    sampler.__doc__ = (
+        f"{dist.summary} The result has the axes of ``shape``.\n\n"
+        f"Draws exactly what ``jax.random.{dist.name}`` draws for the positional shape.{note}\n\n"
+        f">>> import jax, namax as nx\n"
+        f">>> nx.random.{dist.name}(jax.random.key(0), (nx.Axis('batch', 2), nx.Axis('x', 3)){dist.example}).axes\n"
+        f"(Axis('batch', 2), Axis('x', 3))\n"
+    )
+    return sampler
+
+
+_g = globals()
+for _dist in _DISTRIBUTIONS:
+    _g[_dist.name] = _make_sampler(_dist)
+del _g, _dist
+
+DISTRIBUTION_NAMES = tuple(d.name for d in _DISTRIBUTIONS)
+
+
+def ball(key: jax.Array, shape: AxisSpec, D: Axis, p: float = 2.0, dtype: Any = float) -> NamedArray:
+    """Points uniform in the unit ``p``-norm ball of dimension ``D.size``; axes ``shape + (D,)``.
+
+    >>> import jax, jax.numpy as jnp, namax as nx
+    >>> pts = nx.random.ball(jax.random.key(0), nx.Axis("point", 4), nx.Axis("dim", 3))
+    >>> pts.axes, bool((jnp.linalg.norm(pts.array, axis=-1) <= 1).all())
+    ((Axis('point', 4), Axis('dim', 3)), True)
     """
-    axes = _shape(shape, "normal")
-    return wrap(jax.random.normal(key, _sizes(axes), dtype), axes)
-
-
-def uniform(
-    key: jax.Array, shape: AxisSpec, dtype: Any = jnp.float32, minval: Any = 0.0, maxval: Any = 1.0
-) -> NamedArray:
-    """Uniform samples in ``[minval, maxval)`` with the given axes.
-
-    >>> import jax, namax as nx
-    >>> x = nx.random.uniform(jax.random.key(0), nx.Axis("x", 4), minval=2.0, maxval=3.0)
-    >>> bool(((x.array >= 2) & (x.array < 3)).all())
-    True
-    """
-    axes = _shape(shape, "uniform")
-    lo = _param(minval, axes, "minval", "uniform")
-    hi = _param(maxval, axes, "maxval", "uniform")
-    return wrap(jax.random.uniform(key, _sizes(axes), dtype, lo, hi), axes)
-
-
-def bernoulli(key: jax.Array, shape: AxisSpec, p: Any = 0.5) -> NamedArray:
-    """Booleans that are True with probability ``p`` (a scalar or a NamedArray).
-
-    >>> import jax, namax as nx
-    >>> nx.random.bernoulli(jax.random.key(0), nx.Axis("x", 3), 1.0).array.tolist()
-    [True, True, True]
-    """
-    axes = _shape(shape, "bernoulli")
-    return wrap(jax.random.bernoulli(key, _param(p, axes, "p", "bernoulli"), _sizes(axes)), axes)
-
-
-def randint(
-    key: jax.Array, shape: AxisSpec, minval: Any, maxval: Any, dtype: Any = jnp.int32
-) -> NamedArray:
-    """Integers in ``[minval, maxval)`` with the given axes.
-
-    >>> import jax, namax as nx
-    >>> nx.random.randint(jax.random.key(0), nx.Axis("x", 3), 5, 6).array.tolist()
-    [5, 5, 5]
-    """
-    axes = _shape(shape, "randint")
-    lo = _param(minval, axes, "minval", "randint")
-    hi = _param(maxval, axes, "maxval", "randint")
-    return wrap(jax.random.randint(key, _sizes(axes), lo, hi, dtype), axes)
-
-
-def truncated_normal(
-    key: jax.Array, shape: AxisSpec, lower: Any, upper: Any, dtype: Any = jnp.float32
-) -> NamedArray:
-    """Normal samples truncated to ``(lower, upper)``.
-
-    >>> import jax, namax as nx
-    >>> x = nx.random.truncated_normal(jax.random.key(0), nx.Axis("x", 8), -1.0, 1.0)
-    >>> bool((abs(x.array) <= 1).all())
-    True
-    """
-    axes = _shape(shape, "truncated_normal")
-    lo = _param(lower, axes, "lower", "truncated_normal")
-    hi = _param(upper, axes, "upper", "truncated_normal")
-    return wrap(jax.random.truncated_normal(key, lo, hi, _sizes(axes), dtype), axes)
-
-
-def gumbel(key: jax.Array, shape: AxisSpec, dtype: Any = jnp.float32) -> NamedArray:
-    """Standard Gumbel samples with the given axes.
-
-    >>> import jax, namax as nx
-    >>> g = nx.random.gumbel(jax.random.key(0), nx.make_axes(batch=2, vocab=3))
-    >>> g.axes, g.dtype
-    ((Axis('batch', 2), Axis('vocab', 3)), dtype('float32'))
-    """
-    axes = _shape(shape, "gumbel")
-    return wrap(jax.random.gumbel(key, _sizes(axes), dtype), axes)
+    axes = _shape(shape, "ball")
+    if not isinstance(D, Axis):
+        raise TypeError(f"ball: D must be an Axis (the dimension of the ball, with its size), got {D!r}")
+    if D.name in {a.name for a in axes}:
+        raise ValueError(f"ball: the ball's axis {D.name!r} is already in shape {_axes_str(axes)}")
+    return wrap(jax.random.ball(key, D.size, p, _sizes(axes), dtype), axes + (D,))
 
 
 def categorical(
@@ -221,7 +248,4 @@ def choice(
     return wrap(jax.random.choice(key, a.array, _sizes(axes), replace=replace, p=raw_p, axis=i), out_axes)
 
 
-__all__ = [
-    "normal", "uniform", "bernoulli", "randint", "truncated_normal", "gumbel", "categorical", "permutation",
-    "choice",
-]
+__all__ = [*DISTRIBUTION_NAMES, "ball", "categorical", "permutation", "choice"]

@@ -157,12 +157,26 @@ def test_dot_errors():
 
 
 def test_einsum_with_names_any_operand_order():
+    # the operands hold c1 at different positions; each spec follows its array's own order
     x, w = rand((C1, Batch)), rand((Fa, C1), seed=1)
-    out = nx.einsum("batch c1, c1 fa -> fa batch", x, w)
+    want = np.einsum("cz,ac->az", x.array, w.array)
+    out = nx.einsum("c1 batch, fa c1 -> fa batch", x, w)
     assert out.axes == (Fa, Batch)
-    np.testing.assert_allclose(out.array, np.einsum("cz,ac->az", x.array, w.array), rtol=1e-5)
-    jitted = jax.jit(lambda p, q: nx.einsum("batch c1, c1 fa -> fa batch", p, q))(x, w)
+    np.testing.assert_allclose(out.array, want, rtol=1e-5)
+    jitted = jax.jit(lambda p, q: nx.einsum("c1 batch, fa c1 -> fa batch", p, q))(x, w)
     np.testing.assert_allclose(jitted.array, out.array, rtol=1e-6)
+    # labels are positional: any words do, and the result has the axes they stand for
+    out = nx.einsum("k n, m k -> m n", x, w)
+    assert out.axes == (Fa, Batch)
+    np.testing.assert_allclose(out.array, want, rtol=1e-5)
+    # the spec does not reorder an array: real names in another array's order are an error
+    with pytest.raises(ValueError, match=r"label 'batch' is bound to axis 'c1' \(size 3\) by position; "
+                                         r"use the unordered form \{\.\.\.\} to match by name"):
+        nx.einsum("batch c1, fa c1 -> fa batch", x, w)
+    # matched by name instead, in either operand order
+    for eq in ("{c1} -> fa batch", "-> fa batch"):
+        np.testing.assert_allclose(nx.einsum(eq, x, w).array, want, rtol=1e-5)
+        np.testing.assert_allclose(nx.einsum(eq, w, x).array, want, rtol=1e-5)
 
 
 def test_einsum_implicit_output_keeps_axes_in_one_operand():
@@ -193,17 +207,20 @@ def test_einsum_errors():
     x, w = rand((Batch, C1)), rand((C1, Fa), seed=1)
     with pytest.raises(ValueError, match="2 operand specs for 1 arrays"):
         nx.einsum("batch c1, c1 fa -> batch fa", x)
-    with pytest.raises(ValueError, match=r"operand 1 spec names axis 'head'"):
-        nx.einsum("batch c1, c1 head -> batch", x, w)
-    with pytest.raises(ValueError, match=r"operand 0 has axes \['batch'\] not in its spec"):
+    with pytest.raises(ValueError, match=r"label 'batch' is bound to axis 'fa' \(size 5\) by position"):
+        nx.einsum("batch c1, c1 batch -> batch", x, w)
+    with pytest.raises(ValueError, match=r"label 'h' is bound to two axes: 'c1' \(size 3\) as operand 0's "
+                                         r"axis 1, and 'fa' \(size 5\) as operand 1's axis 1 here"):
+        nx.einsum("b h, c1 h -> b", x, w)
+    with pytest.raises(ValueError, match=r"operand 0 spec 'c1' has 1 label but the array has 2 axes"):
         nx.einsum("c1, c1 fa -> fa", x, w)
-    with pytest.raises(ValueError, match="output axis 'head' is in no operand"):
+    with pytest.raises(ValueError, match="output label 'head' stands for no axis"):
         nx.einsum("batch c1, c1 fa -> head", x, w)
     with pytest.raises(ValueError, match=r"Axis 'c1' has size 3 .* size 4"):
         nx.einsum("batch c1, c1 -> batch", x, rand((C1.resize(4),)))
     with pytest.raises(TypeError, match="operand 1 is a ArrayImpl"):
         nx.einsum("batch c1, c1 fa -> batch fa", x, w.array)
-    with pytest.raises(ValueError, match=r"operand 0 spec 'c1 c1' names an axis twice"):
+    with pytest.raises(ValueError, match=r"operand 0 spec 'c1 c1' uses the label 'c1' twice"):
         nx.einsum("c1 c1, c1 fa -> fa", x, w)
     with pytest.raises(ValueError, match=r"output 'fa fa' names an axis twice"):
         nx.einsum("batch c1, c1 fa -> fa fa", x, w)

@@ -226,3 +226,74 @@ def test_help_documents_the_target_protocol(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "(fn, args)" in out and "--args" in out and "--devices" in out
+
+
+# --- failures are never silent (issue 15) ----------------------------------------------------
+
+EXITING_TARGETS = '''
+import sys
+import jax.numpy as jnp
+
+
+def make_exit_0():
+    raise SystemExit(0)
+
+
+def make_exit_none():
+    sys.exit()
+
+
+def make_fn_exits():
+    def fn(x):
+        sys.exit(0)
+    return fn, (jnp.ones(2),)
+
+
+def make_interrupted():
+    raise KeyboardInterrupt
+'''
+
+
+@pytest.fixture
+def exiting_targets(tmp_path):
+    path = tmp_path / "exiting_targets.py"
+    path.write_text(EXITING_TARGETS)
+    return str(path)
+
+
+@pytest.mark.parametrize("name, what", [
+    ("make_exit_0", "SystemExit(0)"),
+    ("make_exit_none", "SystemExit(None)"),
+    ("make_fn_exits", "SystemExit(0)"),
+    ("make_interrupted", "KeyboardInterrupt"),
+])
+def test_target_exiting_is_a_failure(exiting_targets, name, what, capsys):
+    assert dump_hlo.main([f"{exiting_targets}:{name}"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == f"dump-hlo: {exiting_targets}:{name}: stopped by {what} before the dump was complete"
+    assert out == ""
+
+
+def test_target_exiting_0_exits_2_from_the_console(exiting_targets):
+    proc = _cli(f"{exiting_targets}:make_exit_0", check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"dump-hlo: {exiting_targets}:make_exit_0: stopped by SystemExit(0) before the dump was complete"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mesh", "data=2,data=4"], "dump-hlo: --mesh 'data=2,data=4': 'data' is given twice"),
+    (["--mesh", "data=2", "--axis-resources", "batch=data,batch=model"],
+     "dump-hlo: --axis-resources 'batch=data,batch=model': 'batch' is given twice"),
+    (["--mesh", "data=0"], "dump-hlo: --mesh 'data=0': mesh axis 'data' has size 0; sizes are at least 1"),
+    (["--devices", "100000"], f"dump-hlo: --devices 100000: at most {dump_hlo.MAX_DEVICES} simulated CPU devices"),
+])
+def test_bad_mesh_and_devices_are_errors(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    flags = os.environ.get("XLA_FLAGS")
+    assert dump_hlo.main(["examples/dump_targets.py:make_mlp", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(message)
+    assert os.environ.get("XLA_FLAGS") == flags  # refused before touching XLA_FLAGS
+    assert dump_hlo.MAX_DEVICES <= 4096

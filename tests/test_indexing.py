@@ -73,7 +73,10 @@ def test_traced_scalar_index_under_jit():
         y = f(x, jnp.int32(i))
         assert y.axes == (B, E)
         np.testing.assert_array_equal(y.array, np.asarray(x.array)[:, i, :])
-    assert f(x, jnp.int32(99)).array.shape == (2, 4)  # clamped, as in jnp
+    # out of range under jit: the fill value (NaN), never a real row; mode="clip" clamps on request
+    assert np.isnan(np.asarray(f(x, jnp.int32(99)).array)).all()
+    clipped = jax.jit(lambda x, i: nx.index(x, {"position": i}, mode="clip"))(x, jnp.int32(99))
+    np.testing.assert_array_equal(clipped.array, np.asarray(x.array)[:, -1, :])
 
 
 def test_dslice_traced_start():
@@ -82,7 +85,12 @@ def test_dslice_traced_start():
     y = f(x, jnp.int32(2))
     assert y.axes == (B, Axis("position", 3))
     np.testing.assert_array_equal(y.array, np.asarray(x.array)[:, 2:5])
-    np.testing.assert_array_equal(f(x, jnp.int32(5)).array, np.asarray(x.array)[:, 3:6])  # clamped
+    # past the end under jit: the positions outside read NaN (was: clamped to [3:6]); mode="clip" clamps
+    past = np.asarray(f(x, jnp.int32(5)).array)
+    np.testing.assert_array_equal(past[:, 0], np.asarray(x.array)[:, 5])
+    assert np.isnan(past[:, 1:]).all()
+    g = jax.jit(lambda x, i: nx.index(x, {"position": nx.ds(i, 3)}, mode="clip"))
+    np.testing.assert_array_equal(g(x, jnp.int32(5)).array, np.asarray(x.array)[:, 3:6])
 
 
 # --- advanced indexing with NamedArrays ------------------------------------------------------

@@ -423,9 +423,14 @@ def test_pools_match_numpy():
 
 def test_one_hot():
     ids = nx.named(jnp.array([[0, 6, 3], [1, 7, -1]]), (B, P.resize(3)))
-    oh = hnn.one_hot(ids, V)
+    # out-of-range ids (7, -1) are an error by default; mode="zeros" gives jax.nn.one_hot's zero rows
+    with pytest.raises(IndexError, match="id 7 is out of range for axis 'vocab' of size 7"):
+        hnn.one_hot(ids, V)
+    oh = hnn.one_hot(ids, V, mode="zeros")
     assert oh.axes == ids.axes + (V,)
     close(oh.array, jax.nn.one_hot(ids.array, 7))
+    in_range = nx.named(jnp.array([[0, 6, 3], [1, 2, 5]]), (B, P.resize(3)))
+    close(hnn.one_hot(in_range, V).array, jax.nn.one_hot(in_range.array, 7))
     with pytest.raises(TypeError, match="ids must be integers"):
         hnn.one_hot(rand((B,)), V)
 

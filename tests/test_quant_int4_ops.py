@@ -193,3 +193,17 @@ def test_namedjit_tree_map_cast_without_warnings(form, monkeypatch):
         want = f(dense, x)
         assert got.dtype == want.dtype, name
         _close(got, want, 2e-2, err_msg=name)
+
+
+def test_int4_scales_are_frozen_and_input_gradient_is_exact():
+    """A gradient with respect to an Int4Weight is zero (its scales are frozen; codes are
+    integers), while the gradient with respect to the activation equals the dense one."""
+    w = qax.int4.quantize_array(jax.random.normal(jax.random.key(0), (256, 64)))
+    x = jax.random.normal(jax.random.key(1), (3, 256))
+    probe = jax.random.normal(jax.random.key(2), (3, 64))
+    loss = qax.use_implicit_args(lambda w, x: jnp.sum(jnp.sin(x @ w) * probe))
+    g = jax.grad(loss, allow_int=True)(w, x)
+    np.testing.assert_array_equal(np.asarray(g.scales), np.zeros(w.scales.shape, np.float32))
+    gx = jax.grad(loss, argnums=1)(w, x)
+    want = jax.grad(lambda x: jnp.sum(jnp.sin(x @ w.materialize()) * probe))(x)
+    np.testing.assert_allclose(gx, want, rtol=1e-4, atol=1e-4)

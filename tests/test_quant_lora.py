@@ -68,12 +68,13 @@ def test_fast_form_and_no_full_size_product():
         assert lc == (e.invars[0].aval.ndim - 1,) and lb == ()  # activation is the LHS, contracting its last dim
         assert e.invars[0].aval.shape[0] == 8
     assert dots[2].params["dimension_numbers"][0][1] == (1,)  # b [out, r] contracted on its last dim
-    assert not any(tuple(v.aval.shape) == (n_in, n_out) for e in jaxpr.eqns for v in e.outvars)
+    assert not any(tuple(v.aval.shape) == (n_in, n_out) for e in jaxpr.eqns for v in e.outvars
+                   if e.primitive.name != "stop_gradient")  # (w itself, frozen)
     # weight on the left (as in equinox's Linear: weight @ x): still x-as-LHS dots, no full product
     g = qax.use_implicit_args(lambda w, x: w.T @ x.T)
     jaxpr = jax.make_jaxpr(g)(w, jnp.ones((8, n_in))).jaxpr
     assert not any(tuple(v.aval.shape) in ((n_in, n_out), (n_out, n_in))
-                   for e in jaxpr.eqns if e.primitive.name != "transpose" for v in e.outvars)
+                   for e in jaxpr.eqns if e.primitive.name not in ("transpose", "stop_gradient") for v in e.outvars)
 
 
 def test_compiled_temp_memory_is_not_a_merged_weight():
@@ -96,6 +97,7 @@ def test_gradients_wrt_factors_match_reference():
     def ref(wd, a, b):
         return jnp.sum(jnp.tanh(x @ (wd + 1.5 * a @ b.T)) ** 2)
 
+    w = LoraWeight(w.w, w.a, w.b, alpha=w.alpha, train_w=True)  # the explicit option: w's gradient too
     g = jax.jit(jax.grad(loss))(w, x)
     ga, gb, gw = jax.jit(jax.grad(ref, argnums=(1, 2, 0)))(w.w, w.a, w.b)
     assert isinstance(g, LoraWeight)
@@ -232,7 +234,8 @@ def _opt_setup():
     params = {"dense": jax.random.normal(jax.random.key(9), (4, 3)), "bias": jnp.zeros(3),
               "norm": {"scale": jnp.ones(4)}, "layers": [{"bias": jnp.full(3, 0.5)}]}
     lora = qax.lora.wrap(params, rank=2, key=jax.random.key(10))
-    lora["dense"] = LoraWeight(lora["dense"].w, lora["dense"].a, jnp.ones((3, 2)), alpha=2.0)  # b != 0: a moves too
+    # b != 0: a moves too; train_w: w gets a gradient, which the optimizer must still ignore
+    lora["dense"] = LoraWeight(lora["dense"].w, lora["dense"].a, jnp.ones((3, 2)), alpha=2.0, train_w=True)
     x = jax.random.normal(jax.random.key(11), (5, 4))
 
     @qax.use_implicit_args
@@ -317,3 +320,30 @@ def test_optimizer_bad_arguments():
     opt = qax.lora.optimizer(optax.sgd(0.1), trainable=lambda path, leaf: jnp.all(leaf > 0))
     with pytest.raises(TypeError, match=r"trainable\(path, leaf\) must return a Python bool, got .* at \['bias'\]"):
         opt.init(params)
+
+
+def test_frozen_w_has_no_gradient_and_xla_drops_its_dot():
+    """By default ``w`` is frozen: its gradient is zero, the a/b gradients equal the
+    hand-written a/b-only ones, and the compiled step has no full-weight gradient dot."""
+    n_in, n_out, r = 32, 24, 4
+    w = _lora(jax.random.key(1), (n_in, n_out), r, alpha=3.0)
+    x = jax.random.normal(jax.random.key(2), (6, n_in))
+    loss = qax.use_implicit_args(lambda w, x: jnp.sum(jnp.tanh(x @ w) ** 2))
+
+    def by_hand(a, b, wd):  # the a/b-only step one would write without namax
+        return jnp.sum(jnp.tanh(x @ wd + (x @ a) @ b.T * (3.0 / r)) ** 2)
+
+    g = jax.jit(jax.grad(loss))(w, x)
+    ga, gb = jax.jit(jax.grad(by_hand, argnums=(0, 1)))(w.a, w.b, w.w)
+    np.testing.assert_array_equal(g.w, np.zeros((n_in, n_out), np.float32))
+    np.testing.assert_allclose(g.a, ga, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g.b, gb, rtol=1e-4, atol=1e-5)
+
+    def dots(fn, *args):
+        text = jax.jit(fn).lower(*args).compile().as_text()
+        return sum(" dot(" in line for line in text.splitlines())
+
+    frozen = dots(jax.grad(loss), w, x)
+    hand = dots(jax.grad(by_hand, argnums=(0, 1)), w.a, w.b, w.w)
+    trained = dots(jax.grad(loss), LoraWeight(w.w, w.a, w.b, alpha=3.0, train_w=True), x)
+    assert frozen == hand < trained, (frozen, hand, trained)

@@ -14,8 +14,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 
-import checkpoint  # noqa: E402
 import namax as nx  # noqa: E402
+from namax import checkpoint  # noqa: E402
 import namax.quant as qax  # noqa: E402
 from gpt import loss_fn  # noqa: E402
 from train_lm import TrainOptions, parse_args, train  # noqa: E402
@@ -49,6 +49,7 @@ def test_checkpoint_round_trip_keeps_values_and_axis_names(reference):
     assert path.name == "step_000006.safetensors"
     step, trees, meta = checkpoint.load(path, {"params": result.params})
     assert step == 6 and meta["extra"]["config"]["embed"] == 32
+    assert meta["config"]["steps"] == 6 and meta["config"]["learning_rate"] == 1e-2  # the run's settings
     w = trees["params"].blocks.stacked.attn.qkv.weight
     assert meta["axes"]["params/.blocks.stacked.attn.qkv.weight"] == list(w.axis_names)
     assert "layers" in w.axis_names
@@ -113,6 +114,14 @@ def test_cli_parses_flags():
     assert (opts.steps, opts.fsdp, opts.tp, opts.sample, opts.temperature) == (7, True, 2, "ROMEO:", 0.0)
     with pytest.raises(SystemExit):
         parse_args(["--tp", "0"])
+    opts = parse_args(["--resume", "--allow-config-change", "steps,--learning-rate, seed", "--keep-checkpoints", "0"])
+    assert opts.allow_config_change == ("steps", "learning_rate", "seed") and opts.keep_checkpoints == 0
+
+
+def test_cli_rejects_unknown_allow_config_change(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--allow-config-change", "steps,stepz"])
+    assert "--allow-config-change: unknown option(s) stepz (choose from steps, batch-size" in capsys.readouterr().err
 
 
 def _dot_shapes(jaxpr) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

@@ -23,11 +23,11 @@ from .loss import *  # noqa: F401,F403
 from .mlp import MLP
 from .normalization import *  # noqa: F401,F403
 from .pool import *  # noqa: F401,F403
-from .scan import Stacked
+from .scan import BlockSeq, ScanCheckpointPolicy, Stacked
 
 __all__ = [
     "activations", "attention", "conv", "dropout_layer", "embedding", "linear", "loss", "mlp", "normalization",
     "pool", "scan",
-    "Conv", "Dropout", "dropout", "Embedding", "Linear", "MLP", "Stacked",
+    "Conv", "Dropout", "dropout", "Embedding", "Linear", "MLP", "Stacked", "BlockSeq", "ScanCheckpointPolicy",
     *activations.__all__, *attention.__all__, *loss.__all__, *normalization.__all__, *pool.__all__,
 ]

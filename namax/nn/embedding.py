@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import random as nxrandom
 from ..axis import Axis, AxisSpec, ensure_tuple
@@ -27,11 +28,19 @@ class Embedding(eqx.Module):
     ``Embed``; ``emb.unembed(x)`` contracts ``Embed`` with the same table to give logits
     over ``Vocab`` (weight tying).
 
+    Ids must lie in ``[0, Vocab.size)``. An out-of-range id raises an ``IndexError`` when the
+    ids are concrete; under ``jit`` (where they cannot be checked) its row is NaN, never
+    another token's row. ``emb(ids, mode=...)`` changes that: ``"fill"`` (rows of
+    ``fill_value``, no error), ``"clip"`` (the nearest row) or ``"promise_in_bounds"``.
+
     >>> import jax, jax.numpy as jnp, namax as nx
     >>> Vocab, Embed, Pos = nx.make_axes(vocab=10, embed=4, position=3)
     >>> emb = Embedding.init(Vocab, Embed, key=jax.random.key(0))
     >>> emb(nx.named(jnp.array([1, 5, 2]), Pos)).axes
     (Axis('position', 3), Axis('embed', 4))
+    >>> rows = jax.jit(lambda emb, ids: emb(ids))(emb, nx.named(jnp.array([1, 12, 2]), Pos))
+    >>> bool(jnp.isnan(rows["position", 1].array).all()), bool(jnp.isnan(rows["position", 0].array).any())
+    (True, False)
     """
 
     weight: NamedArray
@@ -51,8 +60,23 @@ class Embedding(eqx.Module):
         weight = nxrandom.normal(key, embedding_axes(Vocab, embed), dtype=dtype) * init_scale
         return Embedding(weight, Vocab, Embed)
 
-    def __call__(self, ids: NamedArray) -> NamedArray:
-        """The rows of the table for the integer ``ids`` (any axes)."""
+    def __call__(self, ids: NamedArray, *, mode: Optional[str] = None, fill_value: Any = None) -> NamedArray:
+        """The rows of the table for the integer ``ids`` (any axes).
+
+        ``mode`` (default ``None``: concrete out-of-range ids raise an ``IndexError``, traced
+        ones give NaN rows), ``"fill"``, ``"clip"`` or ``"promise_in_bounds"``, and
+        ``fill_value`` (default NaN) are :func:`namax.take`'s. Negative ids are out of range.
+
+        >>> import jax, jax.numpy as jnp, namax as nx
+        >>> Vocab, Embed, Pos = nx.make_axes(vocab=5, embed=2, position=2)
+        >>> emb = Embedding.init(Vocab, Embed, key=jax.random.key(0))
+        >>> emb(nx.named(jnp.array([1, 9]), Pos))
+        Traceback (most recent call last):
+        ...
+        IndexError: Embedding: id 9 is out of range for Vocab 'vocab' of size 5 (at {'position': 1} of the ids with axes (position:2))
+        >>> emb(nx.named(jnp.array([1, 9]), Pos), mode="fill", fill_value=0.0)["position", 1].array.tolist()
+        [0.0, 0.0]
+        """
         if not isinstance(ids, NamedArray):
             raise TypeError(f"Embedding: ids must be an integer NamedArray, got {type(ids).__name__}")
         if not jnp.issubdtype(ids.dtype, jnp.integer):
@@ -60,11 +84,32 @@ class Embedding(eqx.Module):
         if ids.has_axis(self.Vocab.name):
             raise ValueError(f"Embedding: ids with axes {_axes_str(ids.axes)} already have the Vocab axis "
                              f"{self.Vocab.name!r}; pass integer ids, not one-hot vectors")
-        return take(self.weight, self.Vocab, ids)
+        size = self.Vocab.size
+        if mode not in ("fill", "clip"):
+            _check_ids(ids, self.Vocab)
+        if mode in (None, "fill"):  # a negative id is out of range (take would count it from the end)
+            ids = NamedArray(jnp.where(ids.array < 0, size, ids.array), ids.axes) if _signed(ids) else ids
+        return take(self.weight, self.Vocab, ids, mode=mode, fill_value=fill_value)
 
     def unembed(self, x: NamedArray) -> NamedArray:
         """Logits over ``Vocab``: ``x`` contracted with the table over the ``Embed`` axes."""
         return dot(x, self.weight, axis=ensure_tuple(self.Embed))
+
+
+def _signed(ids: NamedArray) -> bool:
+    return jnp.issubdtype(ids.dtype, jnp.signedinteger)
+
+
+def _check_ids(ids: NamedArray, Vocab: Axis) -> None:
+    """An IndexError for the first id outside ``[0, Vocab.size)`` when ``ids`` is concrete."""
+    if isinstance(ids.array, jax.core.Tracer):
+        return
+    a = np.asarray(ids.array)
+    bad = (a < 0) | (a >= Vocab.size)
+    if bad.any():
+        pos = tuple(int(p) for p in np.unravel_index(int(np.argmax(bad)), a.shape))
+        at = f" (at {dict(zip(ids.axis_names, pos))} of the ids with axes {_axes_str(ids.axes)})" if ids.axes else ""
+        raise IndexError(f"Embedding: id {a[pos]} is out of range for Vocab {Vocab.name!r} of size {Vocab.size}{at}")
 
 
 __all__ = ["Embedding"]

@@ -154,9 +154,56 @@ class RMSNorm(eqx.Module):
 
     def __call__(self, x: NamedArray) -> NamedArray:
         _check(x, self.axis, "RMSNorm")
-        mean_square = red.mean(ew.square(x), self.axis)
-        out = x * ew.reciprocal(ew.sqrt(mean_square + self.eps))
-        return _apply_scale_and_shift(out, self.weight, self.bias)
+        return _apply_scale_and_shift(_rms_normalized(x, self.axis, self.eps), self.weight, self.bias)
+
+
+def _rms_normalized(x: NamedArray, axis: AxisSelection, eps: float) -> NamedArray:
+    """``x / sqrt(mean(x**2, axis) + eps)``."""
+    mean_square = red.mean(ew.square(x), axis)
+    return x * ew.reciprocal(ew.sqrt(mean_square + eps))
+
+
+class RmsNorm(RMSNorm):
+    """Haliax's RMS norm: an :class:`RMSNorm` with Haliax's constructor, defaults and dtypes.
+
+    ``RmsNorm(axis, weight, bias, eps=1e-5, dtype=None)``; ``init`` has a bias by default
+    and ``eps=1e-5``. The statistics are computed in ``dtype`` (None: the default float
+    type, float32), the normalised values are cast back to the input's dtype, then scaled
+    and shifted in that dtype.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> Embed = nx.Axis("embed", 2)
+    >>> norm = RmsNorm.init(Embed)
+    >>> norm.eps, norm.bias.array.tolist(), isinstance(norm, RMSNorm)
+    (1e-05, [0.0, 0.0], True)
+    >>> norm(nx.named(jnp.array([3.0, -3.0], dtype=jnp.bfloat16), Embed)).array.tolist()
+    [1.0, -1.0]
+    """
+
+    dtype: Any = eqx.field(static=True, default=None)
+
+    def __init__(self, axis: AxisSpec, weight: Optional[NamedArray], bias: Optional[NamedArray], eps: float = 1e-5,
+                 dtype: Any = None):
+        self.axis = axis
+        self.weight = weight
+        self.bias = bias
+        self.eps = eps
+        self.dtype = dtype
+
+    @classmethod
+    def init(cls, axis: AxisSpec, eps: float = 1e-5, *, use_weight: bool = True, use_bias: bool = True,
+             dtype: Any = None) -> "RmsNorm":
+        """An RmsNorm over ``axis``: weight ones and bias zeros (float32) over ``axis``;
+        ``dtype`` is the dtype the statistics are computed in."""
+        return cls(axis, *_scale_and_shift(axis, "RmsNorm", use_weight, use_bias, jnp.float32), eps, dtype)
+
+    def __call__(self, x: NamedArray) -> NamedArray:
+        _check(x, self.axis, "RmsNorm")
+        compute = self.dtype if self.dtype is not None else jnp.result_type(float)
+        out = _rms_normalized(x.astype(compute), self.axis, self.eps).astype(x.dtype)
+        weight = None if self.weight is None else self.weight.astype(out.dtype)
+        bias = None if self.bias is None else self.bias.astype(out.dtype)
+        return _apply_scale_and_shift(out, weight, bias)
 
 
 def _apply_scale_and_shift(out: NamedArray, weight: Optional[NamedArray], bias: Optional[NamedArray]) -> NamedArray:
@@ -178,4 +225,4 @@ def _scale_and_shift(axis: AxisSpec, what: str, use_weight: bool, use_bias: bool
     return (ones(axes, dtype=dtype) if use_weight else None), (zeros(axes, dtype=dtype) if use_bias else None)
 
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "standardize", "LayerNorm", "RMSNorm"]
+__all__ = ["softmax", "log_softmax", "logsumexp", "standardize", "LayerNorm", "RMSNorm", "RmsNorm"]

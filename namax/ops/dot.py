@@ -1,16 +1,18 @@
-"""Contractions by name: ``dot`` (Haliax semantics) and ``einsum`` with axis names."""
+"""Contractions by name: ``dot`` (Haliax semantics) and ``einsum`` with Haliax's axis strings."""
 
 from __future__ import annotations
 
 import string
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
-from ..axis import Axis, AxisSelection, axis_names, ensure_tuple, is_axis_selection, merge_axes
+from ..axis import Axis, AxisSelection, axis_name, axis_names, ensure_tuple, is_axis_selection, merge_axes
 from ..layout import dot_operands
 from ..named import NamedArray, _axes_str, wrap
+from .axis_string import AxisName, EinsumSpec, Rest, fail, parse_einsum
 
 
 def dot(*arrays: Any, axis: Optional[AxisSelection] = None, precision=None,
@@ -70,12 +72,14 @@ def dot(*arrays: Any, axis: Optional[AxisSelection] = None, precision=None,
 
 
 def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Sequence[Axis],
-          precision, preferred_element_type) -> jax.Array:
+          precision, preferred_element_type, dot_general: Optional[Callable] = None,
+          out_sharding=None) -> jax.Array:
     """One ``dot_general`` for two operands, then (if needed) a transpose to ``out_axes``.
 
     The operand order and dimension numbers come from ``namax.layout.dot_operands`` (the
     backend's fast form: a big operand first against a skinny one, else lhs contracting dims
-    last, result in ``out_axes`` order if possible).
+    last, result in ``out_axes`` order if possible). ``dot_general`` may be a replacement with
+    ``jax.lax.dot_general``'s signature; ``out_sharding`` is for the result in ``out_axes`` order.
     """
     an, bn = a.axis_names, b.axis_names
     only_a = [n for n in contracted if n in an and n not in bn]
@@ -92,9 +96,11 @@ def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Seq
     lhs, rhs = (b, a) if plan.swap else (a, b)
     if plan.swap and isinstance(precision, tuple):
         precision = precision[::-1]
-    out = jax.lax.dot_general(lhs.array, rhs.array, plan.dimension_numbers, precision=precision,
-                              preferred_element_type=preferred_element_type)
     produced = list(plan.produced)
+    dot_general = jax.lax.dot_general if dot_general is None else dot_general
+    extra = {} if out_sharding is None else {"out_sharding": _sharding_in_order(out_sharding, want, produced)}
+    out = dot_general(lhs.array, rhs.array, plan.dimension_numbers, precision=precision,
+                      preferred_element_type=preferred_element_type, **extra)
     if produced != want:
         if plan.barrier:  # keep XLA from folding the transpose back into the slow operand order
             out = jax.lax.optimization_barrier(out)
@@ -103,7 +109,7 @@ def _dot2(a: NamedArray, b: NamedArray, contracted: Sequence[str], out_axes: Seq
 
 
 def _einsum_raw(arrays: Sequence[NamedArray], out_axes: Sequence[Axis], precision,
-                preferred_element_type) -> jax.Array:
+                preferred_element_type, out_sharding=None) -> jax.Array:
     letters: dict[str, str] = {}
     pool = iter(string.ascii_letters)
 
@@ -117,65 +123,365 @@ def _einsum_raw(arrays: Sequence[NamedArray], out_axes: Sequence[Axis], precisio
 
     ins = ",".join("".join(letter(n) for n in a.axis_names) for a in arrays)
     out = "".join(letter(x.name) for x in out_axes)
-    return jnp.einsum(f"{ins}->{out}", *(a.array for a in arrays), precision=precision,
-                      preferred_element_type=preferred_element_type)
+    extra = {} if out_sharding is None else {"out_sharding": out_sharding}
+    result = jnp.einsum(f"{ins}->{out}", *(a.array for a in arrays), precision=precision,
+                        preferred_element_type=preferred_element_type, **extra)
+    if out_sharding is not None and len(arrays) == 1:  # no dot_general to take it
+        result = jax.sharding.reshard(result, out_sharding)
+    return result
 
 
-def einsum(equation: str, *arrays: NamedArray, precision=None, preferred_element_type=None) -> NamedArray:
-    """Einstein summation with axis names: ``"batch embed, embed mlp -> batch mlp"``.
+def _sharding_in_order(sharding, want: Sequence[str], produced: Sequence[str]):
+    """``out_sharding`` given for axes in ``want`` order, restated for the ``produced`` order."""
+    if list(want) == list(produced):
+        return sharding
+    spec = sharding.spec if isinstance(sharding, NamedSharding) else sharding
+    if not isinstance(spec, PartitionSpec):
+        raise TypeError(f"einsum: out_sharding must be a PartitionSpec or a NamedSharding, got {sharding!r}")
+    if len(spec) > len(want):
+        raise ValueError(f"einsum: out_sharding {spec} has {len(spec)} entries for a result of "
+                         f"{len(want)} axes {tuple(want)}")
+    entries = tuple(spec) + (None,) * (len(want) - len(spec))
+    moved = PartitionSpec(*(entries[list(want).index(n)] for n in produced))
+    return NamedSharding(sharding.mesh, moved) if isinstance(sharding, NamedSharding) else moved
 
-    Each operand's spec lists its axis names (any order; ``...`` stands for the rest);
-    the output lists the result's axes in order. Without ``->`` the result keeps every
-    axis that appears in exactly one operand. Axes missing from the output are summed.
+
+def _einsum_chain(arrays: Sequence[NamedArray], out_axes: Sequence[Axis], precision, preferred_element_type,
+                  dot_general: Callable, out_sharding) -> jax.Array:
+    """Contract left to right with ``_dot2`` (so a replacement ``dot_general`` does every product)."""
+    acc = arrays[0]
+    for k in range(1, len(arrays)):
+        if k == len(arrays) - 1:
+            keep = tuple(out_axes)
+        else:
+            needed = {x.name for x in out_axes} | {n for a in arrays[k + 1:] for n in a.axis_names}
+            keep = tuple(x for x in merge_axes(acc.axes, arrays[k].axes) if x.name in needed)
+        contracted = [x.name for x in merge_axes(acc.axes, arrays[k].axes) if x not in keep]
+        raw = _dot2(acc, arrays[k], contracted, keep, precision, preferred_element_type, dot_general,
+                    out_sharding if k == len(arrays) - 1 else None)
+        acc = NamedArray(raw, keep)
+    return acc.array
+
+
+class _Aliases:
+    """``axis_aliases`` of einsum: a name in the equation standing for an axis (or its name)."""
+
+    def __init__(self, aliases: dict, equation: str):
+        for key, value in aliases.items():
+            if not isinstance(value, (Axis, str)):
+                raise TypeError(
+                    f"einsum: axis alias {key}={value!r} must be an Axis or an axis name (keyword "
+                    f"arguments other than precision, preferred_element_type, _dot_general and "
+                    f"out_sharding are axis aliases)"
+                )
+        self.table, self.equation, self.used = dict(aliases), equation, set()
+
+    def target(self, name: str) -> str:
+        """The axis name ``name`` stands for (itself unless it is an alias)."""
+        if name in self.table:
+            self.used.add(name)
+            return axis_name(self.table[name])
+        return name
+
+    def check(self, item: AxisName, axis: Axis) -> None:
+        """An Axis alias must agree in size with the operands' axis."""
+        alias = self.table.get(item.name)
+        if isinstance(alias, Axis) and alias.size != axis.size:
+            fail("einsum", self.equation, item.span,
+                 f"alias {item.name}={alias} has size {alias.size} but the operands' axis "
+                 f"{axis.name!r} has size {axis.size}")
+
+    def check_all_used(self) -> None:
+        unused = [k for k in self.table if k not in self.used]
+        if unused:
+            raise ValueError(
+                f"einsum: axis alias{'es' if len(unused) > 1 else ''} {', '.join(unused)} "
+                f"not used in the equation {self.equation!r} (keyword arguments other than precision, "
+                f"preferred_element_type, _dot_general and out_sharding are axis aliases)"
+            )
+
+
+def _axis_by_name(item: AxisName, by_name: dict, aliases: _Aliases, where: str) -> Axis:
+    """The operands' axis ``item`` names (through an alias if it is one)."""
+    target = aliases.target(item.name)
+    axis = by_name.get(target)
+    if axis is None:
+        via = f" (alias {item.name}={target!r})" if target != item.name else ""
+        fail("einsum", aliases.equation, item.span,
+             f"{where} axis {target!r}{via} is in no operand; their axes are {_axes_str(tuple(by_name.values()))}")
+    aliases.check(item, axis)
+    return axis
+
+
+def _unique(axes: Sequence[tuple[AxisName, Axis]], equation: str, what: str) -> None:
+    seen: set[str] = set()
+    for item, axis in axes:
+        if axis.name in seen:
+            fail("einsum", equation, item.span, f"{what} names an axis twice ({axis.name!r})")
+        seen.add(axis.name)
+
+
+def _output_only(spec: EinsumSpec, by_name: dict, aliases: _Aliases) -> tuple[Axis, ...]:
+    """``-> h w``: the output lists the kept axes (``...`` for the rest); all others are summed."""
+    named = [(i, _axis_by_name(i, by_name, aliases, "output")) for i in spec.output.items if isinstance(i, AxisName)]
+    _unique(named, spec.text, f"output {spec.text[spec.output.start:spec.output.end]!r}")
+    return _expand_rest(spec.output.items, [a for _, a in named],
+                        [a for a in by_name.values() if a not in [x for _, x in named]])
+
+
+def _expand_rest(items, named: list[Axis], rest: list[Axis]) -> tuple[Axis, ...]:
+    """``items``' axes with ``...`` replaced by ``rest`` (``named`` gives each name's axis)."""
+    out, it = [], iter(named)
+    for item in items:
+        out.extend(rest if isinstance(item, Rest) else [next(it)])
+    return tuple(out)
+
+
+def _unordered(spec: EinsumSpec, by_name: dict, aliases: _Aliases) -> tuple[Axis, ...]:
+    """``{h w} -> out``: axes named in braces are summed unless in the output; others are kept."""
+    side = spec.operands[0]
+    listed = [(i, _axis_by_name(i, by_name, aliases, "braced")) for i in side.items if isinstance(i, AxisName)]
+    _unique(listed, spec.text, "'{...}'")
+    out_items = spec.output.items if spec.output is not None else ()
+    kept = [(i, _axis_by_name(i, by_name, aliases, "output")) for i in out_items if isinstance(i, AxisName)]
+    _unique(kept, spec.text, "the output")
+    listed_axes, kept_axes = [a for _, a in listed], [a for _, a in kept]
+    if spec.output is not None and spec.output.rest is not None:  # ... = every axis not named anywhere
+        rest = [a for a in by_name.values() if a not in listed_axes and a not in kept_axes]
+        return _expand_rest(out_items, kept_axes, rest)
+    if side.rest is not None:  # {h ...}: every axis takes part; only the output's are kept
+        return tuple(kept_axes)
+    others = [a for a in by_name.values() if a not in listed_axes and a not in kept_axes]
+    return tuple(others + kept_axes)
+
+
+def _count(items: Sequence, word: str) -> str:
+    return f"{len(items)} {word}{'' if len(items) == 1 else 's'}"
+
+
+def _bind(item: AxisName, axis: Axis, where: str, bindings: dict, by_name: dict, aliases: _Aliases) -> None:
+    """Bind the label ``item`` to ``axis`` (the axis at its position): checks it against an alias
+    and against the label's earlier binding, and rejects a label that is another axis's name."""
+    label, text = item.name, aliases.equation
+    if label in aliases.table:
+        target = aliases.target(label)
+        if target != axis.name:
+            fail("einsum", text, item.span,
+                 f"label {label!r} is the alias {label}={target!r} but is bound to axis {axis.name!r} "
+                 f"(size {axis.size}) by position ({where})")
+        aliases.check(item, axis)
+    elif label != axis.name and label in by_name:
+        other = by_name[label]
+        fail("einsum", text, item.span,
+             f"label {label!r} is bound to axis {axis.name!r} (size {axis.size}) by position; use the "
+             f"unordered form {{...}} to match by name ({where} is {axis.name!r}; the operands' axis "
+             f"{label!r} (size {other.size}) is another axis)")
+    previous = bindings.get(label)
+    if previous is not None and previous[0].name != axis.name:
+        before, _, first_where = previous
+        fail("einsum", text, item.span,
+             f"label {label!r} is bound to two axes: {before.name!r} (size {before.size}) as {first_where}, "
+             f"and {axis.name!r} (size {axis.size}) as {where} here")
+    bindings.setdefault(label, (axis, item, where))
+
+
+def _ordered(spec: EinsumSpec, arrays: Sequence[NamedArray], by_name: dict,
+             aliases: _Aliases) -> tuple[list[NamedArray], tuple[Axis, ...], tuple[Axis, ...]]:
+    """``h w d, d w h -> h w``: each label stands for the array's axis at its position (``...``
+    for the axes between) and, as a letter in ``jnp.einsum``, is its own dim: two labels for one
+    axis are two dims. Returns the operands with each labelled axis renamed to its label (a
+    label is its axis's name or no axis's name: :func:`_bind` checks), the result's axes in
+    those names, and the result's real axes."""
+    text = spec.text
+    if len(spec.operands) != len(arrays):
+        fail("einsum", text, (0, len(text)),
+             f"equation {text!r} has {len(spec.operands)} operand specs for {len(arrays)} arrays")
+    bindings: dict[str, tuple[Axis, AxisName, str]] = {}  # label -> (its axis, first use, where)
+    labelled: set[str] = set()  # names of the axes some label stands for
+    renamed = []
+    for k, (side, a) in enumerate(zip(spec.operands, arrays)):
+        labels = [i for i in side.items if isinstance(i, AxisName)]
+        side_text = text[side.start:side.end]
+        seen: set[str] = set()
+        for item in labels:
+            if item.name in seen:
+                fail("einsum", text, item.span,
+                     f"operand {k} spec {side_text!r} uses the label {item.name!r} twice (a label stands "
+                     f"for one axis, and an array's axes are distinct)")
+            seen.add(item.name)
+        if side.rest is None and len(labels) != a.ndim:
+            fail("einsum", text, side.span,
+                 f"operand {k} spec {side_text!r} has {_count(labels, 'label')} but the array has {a.ndim} axes "
+                 f"{_axes_str(a.axes)} (one label per axis, in order, or '...' for the rest)")
+        if side.rest is not None and len(labels) > a.ndim:
+            fail("einsum", text, side.span,
+                 f"operand {k} spec {side_text!r} has {_count(labels, 'label')} besides '...' but the array has "
+                 f"only {a.ndim} axes {_axes_str(a.axes)}")
+        cut = side.items.index(side.rest) if side.rest is not None else len(side.items)
+        before, after = side.items[:cut], side.items[cut + 1:]
+        positions = list(range(len(before))) + list(range(a.ndim - len(after), a.ndim))
+        axes = list(a.axes)
+        for item, pos in zip(labels, positions):
+            _bind(item, a.axes[pos], f"operand {k}'s axis {pos}", bindings, by_name, aliases)
+            labelled.add(a.axes[pos].name)
+            axes[pos] = Axis(item.name, a.axes[pos].size)
+        renamed.append(NamedArray(a.array, tuple(axes)))
+    for k, r in enumerate(renamed):  # an axis under '...' here but labelled elsewhere: which dim is it?
+        for x in r.axes:
+            if x.name in labelled and x.name not in bindings:
+                label = next(n for n, (ax, *_) in bindings.items() if ax.name == x.name)
+                fail("einsum", text, spec.operands[k].span,
+                     f"axis {x.name!r} is under '...' in operand {k} but labelled {label!r} elsewhere: label it "
+                     f"in every operand, or match by name with '{{...}} ->'")
+    label_axes = {x.name: x for x in merge_axes(*(r.axes for r in renamed), what="operands of einsum")}
+    if spec.output is None:  # no '->': the dims in exactly one operand
+        out = tuple(x for x in label_axes.values() if sum(r.has_axis(x.name) for r in renamed) == 1)
+        real = tuple(_real_axis(x, bindings) for x in out)
+        if len({x.name for x in real}) != len(real):
+            fail("einsum", text, (0, len(text)),
+                 f"the result would have the axes {_axes_str(real)}, one of them twice (two labels for one "
+                 f"axis, each in one operand): write the output after '->'")
+        return renamed, out, real
+    named = []
+    for item in spec.output.items:
+        if not isinstance(item, AxisName):
+            continue
+        if item.name in bindings:
+            aliases.target(item.name)  # marks an alias used
+            named.append((item, bindings[item.name][0], label_axes[item.name]))
+        elif item.name in aliases.table:  # an alias stands for its axis even if no operand label uses it
+            axis = _axis_by_name(item, by_name, aliases, "output")
+            labels = [n for n, (ax, *_) in bindings.items() if ax.name == axis.name]
+            if len(labels) > 1:
+                fail("einsum", text, item.span,
+                     f"output alias {item.name!r} stands for axis {axis.name!r}, which the labels "
+                     f"{', '.join(repr(n) for n in labels)} stand for as separate dims: use one of the labels")
+            named.append((item, axis, label_axes[labels[0]] if labels else label_axes.get(axis.name, axis)))
+        else:
+            if item.name in by_name:
+                names = [n for n, (ax, *_) in bindings.items() if ax.name == item.name]
+                hint = (f"the operands' axis {item.name!r} is labelled {names[0]!r}" if names else
+                        f"the operands' axis {item.name!r} is under '...': label it on the left, or match by "
+                        f"name with '{{...}} ->' or '-> ...'")
+            else:
+                hint = f"the labels are {', '.join(repr(n) for n in bindings) or 'none'}"
+            fail("einsum", text, item.span,
+                 f"output label {item.name!r} stands for no axis: an ordered equation's labels are bound by "
+                 f"position on the left ({hint})")
+    out_text = text[spec.output.start:spec.output.end]
+    _unique([(item, real) for item, real, _ in named], text, f"output {out_text!r}")
+    rest = [x for x in label_axes.values() if x.name not in bindings and x not in [r for _, r, _ in named]]
+    out = _expand_rest(spec.output.items, [dim for *_, dim in named], rest)
+    return renamed, out, tuple(_real_axis(x, bindings) for x in out)
+
+
+def _real_axis(dim: Axis, bindings: dict) -> Axis:
+    """The axis a dim of :func:`_ordered`'s label space stands for."""
+    return bindings[dim.name][0] if dim.name in bindings else dim
+
+
+def einsum(equation: str, *arrays: NamedArray, precision=None, preferred_element_type=None,
+           _dot_general: Optional[Callable] = None, out_sharding=None, **axis_aliases) -> NamedArray:
+    """Einstein summation by axis names, in Haliax's three modes (the string picks the mode).
+
+    *Ordered* (``jnp.einsum`` with words for letters): each operand's spec has one label per
+    axis, in the array's order (``...`` for a run of axes). A label stands for the axis at its
+    position, whatever that axis's name, and is one dim of the sum, as a letter of
+    ``jnp.einsum`` is: labels the output does not list are summed, and the result has the
+    axes of the output's labels. Two labels for one axis are two dims (``"h w d, e -> h w"``
+    sums ``d`` and ``e`` separately, as Haliax does). Output ``...`` stands for the axes no
+    label stands for (those under the operands' ``...``, matched by name).
 
     >>> import namax as nx
-    >>> B, E, M = nx.Axis("batch", 2), nx.Axis("embed", 3), nx.Axis("mlp", 4)
-    >>> nx.einsum("batch embed, embed mlp -> batch mlp", nx.ones((B, E)), nx.ones((E, M))).axes
-    (Axis('batch', 2), Axis('mlp', 4))
+    >>> H, W, D = nx.make_axes(H=2, W=3, D=4)
+    >>> a, b = nx.ones((H, W, D)), nx.ones((D, W, H))
+    >>> nx.einsum("h w d, d w h -> h w", a, b).axes
+    (Axis('H', 2), Axis('W', 3))
+    >>> v = nx.ones((D,))
+    >>> nx.einsum("h w d, e -> h w", a, v).axes  # d and e: two dims, each summed
+    (Axis('H', 2), Axis('W', 3))
+    >>> nx.einsum("... d, d -> ...", a, v).axis_names  # ... is H W
+    ('H', 'W')
+
+    A label stands for one axis, and a label that is another axis's name is an error:
+
+    >>> nx.einsum("h w d, w d -> h", a, nx.ones((D, W)))
+    Traceback (most recent call last):
+    ...
+    namax.ops.axis_string.AxisStringError: einsum: label 'w' is bound to two axes: 'W' (size 3) as operand 0's axis 1, and 'D' (size 4) as operand 1's axis 0 here at column 8
+        h w d, w d -> h
+               ^
+    >>> nx.einsum("W H D, D -> W", a, nx.ones((D,)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    namax.ops.axis_string.AxisStringError: einsum: label 'W' is bound to axis 'H' (size 2) by position; use the unordered form {...} to match by name (...) at column 1
+        W H D, D -> W
+        ^
+
+    Without ``->`` the result keeps the axes that are in exactly one operand.
+
+    >>> B, Hh, Ww, C, E = nx.make_axes(b=2, h=3, w=4, c=5, e=6)
+    >>> x, k = nx.ones((B, Hh, Ww, C)), nx.ones((C, E))
+    >>> nx.einsum("b h w c, c e", x, k).axis_names
+    ('b', 'h', 'w', 'e')
+
+    *Unordered* (one braced spec for all operands): the braced axes are matched by name and
+    summed unless the output names them; the other axes are kept, in front of the output's.
+    ``...`` in the output stands for every axis named nowhere; ``{a ...}`` sums every axis
+    the output does not name.
+
+    >>> nx.einsum("{c} ->", x, k).axis_names
+    ('b', 'h', 'w', 'e')
+    >>> nx.einsum("{h w} -> ...", x, k).axis_names
+    ('b', 'c', 'e')
+    >>> nx.einsum("{b ...} -> b", x, k).axis_names
+    ('b',)
+
+    *Output only*: list the result's axes; every other axis is summed.
+
+    >>> nx.einsum("-> e b", x, k).axis_names
+    ('e', 'b')
+
+    Keyword arguments other than the ones below are *axis aliases*: a name in the equation
+    standing for an axis (an ``Axis``, whose size is checked, or a name), for generic code.
+
+    >>> nx.einsum("{x} -> y", x, k, x=C, y="e").axis_names
+    ('b', 'h', 'w', 'e')
+
+    ``precision`` and ``preferred_element_type`` are as in ``jax.lax.dot_general``;
+    ``_dot_general`` replaces ``jax.lax.dot_general`` for every product (e.g. a quantized
+    one); ``out_sharding`` is the result's sharding (for its axes in output order). Two
+    operands become one ``dot_general`` in the backend's fast form (see :mod:`namax.layout`).
     """
-    if "->" in equation:
-        lhs, rhs = equation.split("->")
-    else:
-        lhs, rhs = equation, None
-    specs = [s.split() for s in lhs.split(",")]
-    if len(specs) != len(arrays):
-        raise ValueError(f"einsum: equation {equation!r} has {len(specs)} operand specs for {len(arrays)} arrays")
-    for i, (spec, a) in enumerate(zip(specs, arrays)):
+    spec = parse_einsum(equation)
+    for i, a in enumerate(arrays):
         if not isinstance(a, NamedArray):
-            raise TypeError(f"einsum: operand {i} is a {type(a).__name__}, not a NamedArray")
-        names = [n for n in spec if n != "..."]
-        if len(set(names)) != len(names):
-            raise ValueError(f"einsum: operand {i} spec {' '.join(spec)!r} names an axis twice")
-        for n in names:
-            if not a.has_axis(n):
-                raise ValueError(f"einsum: operand {i} spec names axis {n!r} but the array has axes {_axes_str(a.axes)}")
-        if "..." not in spec and len(names) != a.ndim:
-            extra = [n for n in a.axis_names if n not in names]
-            raise ValueError(f"einsum: operand {i} has axes {extra} not in its spec {' '.join(spec)!r} (add '...')")
-    all_axes = merge_axes(*(a.axes for a in arrays), what="operands of einsum")
-    by_name = {a.name: a for a in all_axes}
-    if rhs is None:
-        counts = {n: sum(a.has_axis(n) for a in arrays) for n in by_name}
-        out_names = [n for n in by_name if counts[n] == 1]
+            raise TypeError(f"einsum: operand {i} is a {type(a).__name__}, not a NamedArray; name its axes first")
+    if not arrays:
+        raise TypeError(f"einsum: no operands for the equation {equation!r}")
+    by_name = {a.name: a for a in merge_axes(*(a.axes for a in arrays), what="operands of einsum")}
+    aliases = _Aliases(axis_aliases, equation)
+    first = spec.operands[0]
+    first_is_ordered = False
+    if len(spec.operands) == 1 and not first.items and not first.unordered and spec.output is not None:
+        out_axes = _output_only(spec, by_name, aliases)
+    elif first.unordered:
+        out_axes = _unordered(spec, by_name, aliases)
     else:
-        out_names = rhs.split()
-        if "..." in out_names:
-            mentioned = {n for s in specs for n in s} | set(out_names)
-            rest = [n for n in by_name if n not in mentioned]
-            i = out_names.index("...")
-            out_names = out_names[:i] + rest + out_names[i + 1 :]
-        for n in out_names:
-            if n not in by_name:
-                raise ValueError(f"einsum: output axis {n!r} is in no operand")
-        if len(set(out_names)) != len(out_names):
-            raise ValueError(f"einsum: output {rhs.strip()!r} names an axis twice")
-    out_axes = tuple(by_name[n] for n in out_names)
+        arrays, out_axes, real_axes = _ordered(spec, arrays, by_name, aliases)
+        first_is_ordered = True
+        by_name = {x.name: x for a in arrays for x in a.axes}
+    aliases.check_all_used()
+    out_names = {x.name for x in out_axes}
     if len(arrays) == 2:  # one dot_general in the backend's fast form (see namax.layout)
         contracted = [n for n in by_name if n not in out_names]
-        out = _dot2(arrays[0], arrays[1], contracted, out_axes, precision, preferred_element_type)
+        out = _dot2(arrays[0], arrays[1], contracted, out_axes, precision, preferred_element_type,
+                    _dot_general, out_sharding)
+    elif _dot_general is not None and len(arrays) > 2:
+        out = _einsum_chain(arrays, out_axes, precision, preferred_element_type, _dot_general, out_sharding)
     else:
-        out = _einsum_raw(arrays, out_axes, precision, preferred_element_type)
-    return wrap(out, out_axes)
+        out = _einsum_raw(arrays, out_axes, precision, preferred_element_type, out_sharding)
+    return wrap(out, real_axes if first_is_ordered else out_axes)
 
 
 __all__ = ["dot", "einsum"]

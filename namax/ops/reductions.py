@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import builtins
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
-from ..axis import AxisSelection, AxisSelector, axis_name, ensure_tuple
+from ..axis import AxisSelection, AxisSelector, ensure_tuple
 from ..named import NamedArray, align, wrap
 
 
@@ -39,8 +38,10 @@ def _reduce(fn: Callable, x: Any, axis: Optional[AxisSelection], where: Any = No
     return wrap(out, kept)
 
 
-def _make(fn: Callable, name: str) -> Callable:
+def _make(fn: Callable, name: str, supports_where: bool = True) -> Callable:
     def op(x: NamedArray, axis: Optional[AxisSelection] = None, *, where: Any = None, **kwargs) -> NamedArray:
+        if where is not None and not supports_where:
+            raise TypeError(f"{name} does not take where= (jnp.{fn.__name__} has no mask)")
         return _reduce(fn, x, axis, where=where, **kwargs)
 
     op.__name__ = op.__qualname__ = name
@@ -52,18 +53,21 @@ def _make(fn: Callable, name: str) -> Callable:
     return op
 
 
-sum = _make(jnp.sum, "sum")
-mean = _make(jnp.mean, "mean")
-max = _make(jnp.max, "max")
-min = _make(jnp.min, "min")
-prod = _make(jnp.prod, "prod")
-std = _make(jnp.std, "std")
-var = _make(jnp.var, "var")
-any = _make(jnp.any, "any")
-all = _make(jnp.all, "all")
-logsumexp = _make(jax.nn.logsumexp, "logsumexp")
-amax = max
-amin = min
+# name -> (function, whether it takes a where= mask)
+REDUCTIONS = {
+    "sum": (jnp.sum, True), "mean": (jnp.mean, True), "max": (jnp.max, True), "min": (jnp.min, True),
+    "prod": (jnp.prod, True), "product": (jnp.prod, True), "std": (jnp.std, True), "var": (jnp.var, True),
+    "any": (jnp.any, True), "all": (jnp.all, True), "logsumexp": (jax.nn.logsumexp, True),
+    "ptp": (jnp.ptp, False),
+    "nansum": (jnp.nansum, True), "nanmean": (jnp.nanmean, True), "nanmax": (jnp.nanmax, True),
+    "nanmin": (jnp.nanmin, True), "nanprod": (jnp.nanprod, True), "nanstd": (jnp.nanstd, True),
+    "nanvar": (jnp.nanvar, True),
+}
+for _name, (_fn, _where) in REDUCTIONS.items():
+    globals()[_name] = _make(_fn, _name, _where)
+del _name, _fn, _where
+amax = max  # noqa: F821  (defined by the table above)
+amin = min  # noqa: F821
 
 
 def _arg(fn: Callable, x: NamedArray, axis: Optional[AxisSelector]) -> NamedArray:
@@ -77,26 +81,25 @@ def _arg(fn: Callable, x: NamedArray, axis: Optional[AxisSelector]) -> NamedArra
     return wrap(fn(x.array, axis=i), x.axes[:i] + x.axes[i + 1 :])
 
 
-def argmax(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
-    """Index of the largest value along one named axis (or in the flattened array).
+def _arg_op(fn: Callable, name: str) -> Callable:
+    def op(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
+        return _arg(fn, x, axis)
 
-    >>> import jax.numpy as jnp, namax as nx
-    >>> x = nx.named(jnp.array([[1, 5, 2], [7, 0, 3]]), ("batch", "vocab"))
-    >>> nx.argmax(x, "vocab").array.tolist(), nx.argmax(x).item()
-    ([1, 0], 3)
-    """
-    return _arg(jnp.argmax, x, axis)
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = (
+        f"``jnp.{fn.__name__}`` along one named axis (``None``: index into the flattened array).\n\n"
+        f">>> import jax.numpy as jnp, namax as nx\n"
+        f">>> x = nx.named(jnp.array([[1.0, 5.0, 2.0], [7.0, 0.0, 3.0]]), ('batch', 'vocab'))\n"
+        f">>> nx.{name}(x, 'vocab').array.tolist()\n{_ARG_EXAMPLES[name]}\n"
+    )
+    return op
 
 
-def argmin(x: NamedArray, axis: Optional[AxisSelector] = None) -> NamedArray:
-    """Index of the smallest value along one named axis (or in the flattened array).
-
-    >>> import jax.numpy as jnp, namax as nx
-    >>> x = nx.named(jnp.array([[1, 5, 2], [7, 0, 3]]), ("batch", "vocab"))
-    >>> nx.argmin(x, "batch").axes, nx.argmin(x, "batch").array.tolist()
-    ((Axis('vocab', 3),), [0, 1, 0])
-    """
-    return _arg(jnp.argmin, x, axis)
+_ARG_EXAMPLES = {"argmax": "[1, 0]", "argmin": "[0, 1]", "nanargmax": "[1, 0]", "nanargmin": "[0, 1]"}
+ARG_REDUCTIONS = {"argmax": jnp.argmax, "argmin": jnp.argmin, "nanargmax": jnp.nanargmax, "nanargmin": jnp.nanargmin}
+for _name, _fn in ARG_REDUCTIONS.items():
+    globals()[_name] = _arg_op(_fn, _name)
+del _name, _fn
 
 
 def _scan(fn: Callable, name: str) -> Callable:
@@ -114,9 +117,12 @@ def _scan(fn: Callable, name: str) -> Callable:
     return op
 
 
-_SCAN_EXAMPLES = {"cumsum": "[1, 3, 6, 10]", "cumprod": "[1, 2, 6, 24]"}
-cumsum = _scan(jnp.cumsum, "cumsum")
-cumprod = _scan(jnp.cumprod, "cumprod")
+_SCAN_EXAMPLES = {"cumsum": "[1, 3, 6, 10]", "cumprod": "[1, 2, 6, 24]",
+                  "nancumsum": "[1, 3, 6, 10]", "nancumprod": "[1, 2, 6, 24]"}
+SCANS = {"cumsum": jnp.cumsum, "cumprod": jnp.cumprod, "nancumsum": jnp.nancumsum, "nancumprod": jnp.nancumprod}
+for _name, _fn in SCANS.items():
+    globals()[_name] = _scan(_fn, _name)
+del _name, _fn
 
 
 def cummax(x: NamedArray, axis: AxisSelector) -> NamedArray:
@@ -164,16 +170,21 @@ def sort(x: NamedArray, axis: AxisSelector) -> NamedArray:
     return wrap(jnp.sort(x.array, axis=x.axis_index(axis)), x.axes)
 
 
-def argsort(x: NamedArray, axis: AxisSelector) -> NamedArray:
-    """Indices that sort along one named axis.
+def argsort(x: NamedArray, axis: AxisSelector, *, stable: bool = False) -> NamedArray:
+    """Indices that sort along one named axis (``stable=True`` keeps ties in order).
 
     >>> import jax.numpy as jnp, namax as nx
     >>> nx.argsort(nx.named(jnp.array([3, 1, 2]), "x"), "x").array.tolist()
     [1, 2, 0]
     """
     _check_named(x, "argsort")
-    return wrap(jnp.argsort(x.array, axis=x.axis_index(axis)), x.axes)
+    if axis is None:
+        raise TypeError(
+            f"argsort needs one axis of {x.axis_names}; to sort every element, flatten first: "
+            "nx.argsort(nx.flatten(x, 'flat'), 'flat')"
+        )
+    return wrap(jnp.argsort(x.array, axis=x.axis_index(axis), stable=stable), x.axes)
 
 
-__all__ = ["sum", "mean", "max", "min", "amax", "amin", "prod", "std", "var", "any", "all", "logsumexp",
-           "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort", "argsort"]
+__all__ = [*REDUCTIONS, "amax", "amin", *ARG_REDUCTIONS, *SCANS, "cummax", "cummin", "cumlogsumexp",
+           "sort", "argsort"]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from ..axis import Axis, AxisSelection, AxisSelector, AxisSpec, axis_name, check_unique, ensure_tuple, merge_axes
 from ..named import NamedArray, _axes_str, align, wrap
+from .axis_string import AxisName, Group, Item, RearrangeSpec, Rest, fail, parse_rearrange
 
 
 def rename(x: NamedArray, renames: Mapping[AxisSelector, AxisSelector]) -> NamedArray:
@@ -70,14 +71,48 @@ def _resolve_new_axis(new_axis: AxisSelector, size: int, what: str) -> Axis:
     return Axis(axis_name(new_axis), size)
 
 
-def rearrange(x: NamedArray, axes: Sequence[AxisSelector | type(Ellipsis)]) -> NamedArray:
-    """Permute ``x``'s axes into the order of ``axes``; ``...`` stands for the rest, in order.
+def rearrange(x: NamedArray, axes: str | Sequence[AxisSelector | type(Ellipsis)] | None = None, /,
+              **bindings: AxisSelector | int) -> NamedArray:
+    """Reorder, flatten and split axes: by a sequence of axes, or by a rearrange string.
+
+    A sequence permutes ``x``'s axes into its order; ``...`` stands for the rest, in order.
 
     >>> import namax as nx
-    >>> B, P, E = nx.make_axes(batch=2, position=3, embed=4)
-    >>> nx.rearrange(nx.zeros((B, P, E)), ("embed", ..., "batch")).axis_names
-    ('embed', 'position', 'batch')
+    >>> B, H, W, C = nx.make_axes(b=2, h=3, w=4, c=5)
+    >>> x = nx.zeros((B, H, W, C))
+    >>> nx.rearrange(x, ("c", ..., "b")).axis_names
+    ('c', 'h', 'w', 'b')
+
+    A string ``"lhs -> rhs"`` names ``x``'s axes on the left, in order (``...`` for a run of
+    them) or, in braces, by name in any order; the right lists the result's axes, ``...``
+    being those it does not name. ``(new: a b)`` on the right flattens ``a b`` (row-major)
+    into a new axis ``new``:
+
+    >>> nx.rearrange(x, "b h w c -> b c (hw: h w)").axes
+    (Axis('b', 2), Axis('c', 5), Axis('hw', 12))
+    >>> x.rearrange("{h w} -> ... (hw: h w)").axis_names
+    ('b', 'c', 'hw')
+
+    On the left, ``(old: a b)`` splits axis ``old`` into ``a b``; keyword arguments give the
+    sizes (all but one part's), or a binding ``name=Axis`` / ``name="axis name"``:
+
+    >>> y = nx.zeros((B, nx.Axis("hw", 12), C))
+    >>> nx.rearrange(y, "... (hw: h w) c -> ... h w c", h=3).axes
+    (Axis('b', 2), Axis('h', 3), Axis('w', 4), Axis('c', 5))
     """
+    if axes is None:
+        if "expression" in bindings:
+            axes = bindings.pop("expression")
+        elif "axes" in bindings:
+            axes = bindings.pop("axes")
+        else:
+            raise TypeError("rearrange needs the new order: a sequence of axes or a string 'lhs -> rhs'")
+    if isinstance(axes, str):
+        return _rearrange_string(x, axes, bindings)
+    if bindings:
+        raise TypeError(
+            f"rearrange: keyword bindings {sorted(bindings)} go with a string expression, not a sequence of axes"
+        )
     spec = tuple(axes)
     if sum(1 for a in spec if a is Ellipsis) > 1:
         raise ValueError(f"rearrange: at most one '...' allowed, got {spec!r}")
@@ -98,6 +133,208 @@ def rearrange(x: NamedArray, axes: Sequence[AxisSelector | type(Ellipsis)]) -> N
         order = positions
     array = x.array if order == list(range(x.ndim)) else jnp.transpose(x.array, order)
     return wrap(array, tuple(x.axes[i] for i in order))
+
+
+class _Bindings:
+    """rearrange's keyword bindings: ``name=int`` a size, ``name=Axis`` or ``name="other"`` an axis."""
+
+    def __init__(self, bindings: Mapping[str, Any], spec: RearrangeSpec):
+        for key, value in bindings.items():
+            is_size = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            if not (is_size or isinstance(value, (Axis, str))):
+                raise TypeError(f"rearrange: binding {key}={value!r} must be a size (int > 0), an Axis or an axis name")
+        names = {n.name for side in (spec.lhs, spec.rhs) for item in side.items for n in _names_in(item)}
+        unused = [k for k in bindings if k not in names]
+        if unused:
+            raise ValueError(f"rearrange: binding{'s' if len(unused) > 1 else ''} {', '.join(unused)} "
+                             f"not used in {spec.text!r}")
+        self.table, self.text = dict(bindings), spec.text
+
+    def name(self, item: AxisName) -> str:
+        """The axis name ``item`` stands for."""
+        value = self.table.get(item.name)
+        return axis_name(value) if isinstance(value, (Axis, str)) else item.name
+
+    def size(self, item: AxisName) -> int | None:
+        value = self.table.get(item.name)
+        return value.size if isinstance(value, Axis) else value if isinstance(value, int) else None
+
+    def check(self, item: AxisName, axis: Axis) -> None:
+        """A size bound to ``item`` must be ``axis``'s size."""
+        size = self.size(item)
+        if size is not None and size != axis.size:
+            fail("rearrange", self.text, item.span,
+                 f"{item.name!r} is bound to size {size} but axis {axis.name!r} has size {axis.size}")
+
+
+def _names_in(item: Item) -> list[AxisName]:
+    if isinstance(item, AxisName):
+        return [item]
+    if isinstance(item, Group):
+        return ([item.name] if item.name is not None else []) + list(item.parts)
+    return []
+
+
+def _split_parts(group: Group, axis: Axis, b: _Bindings) -> list[Axis]:
+    """The axes that ``group``'s parts split ``axis`` into (one part's size may be left out)."""
+    text = b.text
+    sizes = [b.size(p) for p in group.parts]
+    unknown = [p.name for p, s in zip(group.parts, sizes) if s is None]
+    known = math.prod(s for s in sizes if s is not None)
+    parts_text = text[group.start:group.end]
+    if len(unknown) > 1:
+        fail("rearrange", text, group.span,
+             f"splitting axis {axis.name!r} (size {axis.size}) into {parts_text} needs the sizes of all parts "
+             f"but one; none given for {', '.join(map(repr, unknown))} (pass e.g. {unknown[0]}=...)")
+    if (unknown and axis.size % known) or (not unknown and known != axis.size):
+        given = " * ".join(f"{p.name}={s}" for p, s in zip(group.parts, sizes) if s is not None)
+        fail("rearrange", text, group.span,
+             f"cannot split axis {axis.name!r} of size {axis.size} into {parts_text}: the sizes {given} "
+             f"multiply to {known}, which {'does not divide' if unknown else 'is not'} {axis.size}")
+    return [Axis(b.name(p), s if s is not None else axis.size // known) for p, s in zip(group.parts, sizes)]
+
+
+def _bind_left(x: NamedArray, spec: RearrangeSpec, b: _Bindings) -> tuple[list[list[Axis]], dict[str, Axis]]:
+    """For each axis of ``x``, the axes it becomes (split or not); and each left-side name's axis."""
+    text, side = spec.text, spec.lhs
+    pieces: list[list[Axis] | None] = [None] * x.ndim
+    labels: dict[str, Axis] = {}
+    owner: dict[str, AxisName] = {}
+
+    def claim(item: AxisName | Group, index: int) -> None:
+        axis = x.axes[index]
+        if pieces[index] is not None:
+            fail("rearrange", text, item.span, f"axis {axis.name!r} is named twice on the left")
+        if isinstance(item, AxisName):
+            b.check(item, axis)
+            pieces[index] = [axis]
+            labels[item.name] = axis
+            return
+        if item.name is not None and item.name.name not in [p.name for p in item.parts]:
+            b.check(item.name, axis)  # (in "(h: ph h)" a size for h is the new part's)
+        pieces[index] = _split_parts(item, axis, b)
+        for part, new in zip(item.parts, pieces[index]):
+            if part.name in labels:
+                fail("rearrange", text, part.span, f"{part.name!r} is named twice on the left")
+            labels[part.name] = new
+
+    def lookup(item: AxisName, where: int | None) -> int:
+        target = b.name(item)
+        via = f" (bound to {target!r})" if target != item.name else ""
+        if not x.has_axis(target):
+            fail("rearrange", text, item.span,
+                 f"the array has no axis {target!r}{via}; its axes are {_axes_str(x.axes)}")
+        index = x.axis_names.index(target)
+        if where is not None and index != where:
+            fail("rearrange", text, item.span,
+                 f"{item.name!r}{via} is at position {where} of the left side but the array's axis {where} is "
+                 f"{x.axes[where].name!r} ({target!r} is its axis {index}); an ordered left side lists the axes "
+                 f"in the array's order (or match by name with '{{...}}'); axes {_axes_str(x.axes)}")
+        return index
+
+    if side.unordered:
+        for item in side.items:
+            if isinstance(item, Rest):
+                continue
+            head = item if isinstance(item, AxisName) else item.name
+            if head is None:
+                fail("rearrange", text, item.span, "in braces a split names the axis it splits: (old: a b)")
+            claim(item, lookup(head, None))
+    else:
+        names = [i for i in side.items if not isinstance(i, Rest)]
+        side_text = text[side.start:side.end]
+        if (side.rest is None and len(names) != x.ndim) or len(names) > x.ndim:
+            fail("rearrange", text, side.span if side.items else (side.start, side.start + 1),
+                 f"the left side {side_text!r} lists {len(names)} axes{' besides ...' if side.rest else ''} "
+                 f"but the array has {x.ndim}: {_axes_str(x.axes)}"
+                 + ("" if side.rest or len(names) > x.ndim else " (list them all in order, or add '...')"))
+        cut = side.items.index(side.rest) if side.rest is not None else len(side.items)
+        positions = list(range(cut)) + list(range(x.ndim - (len(side.items) - cut - 1), x.ndim))
+        for item, pos in zip(names, positions):
+            head = item if isinstance(item, AxisName) else item.name
+            if head is not None:
+                lookup(head, pos)
+            claim(item, pos)
+    for i, p in enumerate(pieces):
+        if p is None:
+            pieces[i] = [x.axes[i]]
+    seen: dict[str, str] = {}
+    for i, p in enumerate(pieces):
+        for ax in p:
+            if ax.name in seen:
+                fail("rearrange", text, side.span,
+                     f"after splitting there would be two axes named {ax.name!r} (from {seen[ax.name]!r} "
+                     f"and {x.axes[i].name!r}); choose another name")
+            seen[ax.name] = x.axes[i].name
+    return pieces, labels
+
+
+def _rearrange_string(x: NamedArray, expression: str, bindings: Mapping[str, Any]) -> NamedArray:
+    """``rearrange(x, "lhs -> rhs", **bindings)``: split (reshape), permute, flatten (reshape)."""
+    spec = parse_rearrange(expression)
+    if not isinstance(x, NamedArray):
+        raise TypeError(f"rearrange: expected a NamedArray, got {type(x).__name__}")
+    text = spec.text
+    b = _Bindings(bindings, spec)
+    pieces, labels = _bind_left(x, spec, b)
+    middle = [ax for p in pieces for ax in p]
+    by_name = {ax.name: ax for ax in middle}
+
+    def resolve(item: AxisName) -> Axis:
+        axis = labels[item.name] if item.name in labels else by_name.get(b.name(item))
+        if axis is None:
+            fail("rearrange", text, item.span,
+                 f"{item.name!r} is not an axis of the left side; those are {_axes_str(middle)}")
+        return axis
+
+    used: dict[str, AxisName] = {}
+    groups: list[list[Axis] | None] = []  # per right item: the middle axes it takes (None for ...)
+    finals: list[Axis | None] = []
+    for item in spec.rhs.items:
+        if isinstance(item, Rest):
+            groups.append(None)
+            finals.append(None)
+            continue
+        if isinstance(item, Group) and item.name is None:
+            fail("rearrange", text, item.span, "name the flattened axis: (new: a b)")
+        members = [resolve(p) for p in (item.parts if isinstance(item, Group) else [item])]
+        for p, ax in zip(item.parts if isinstance(item, Group) else [item], members):
+            if ax.name in used:
+                fail("rearrange", text, p.span, f"axis {ax.name!r} is used twice on the right")
+            used[ax.name] = p
+        groups.append(members)
+        if isinstance(item, Group):
+            size = math.prod(ax.size for ax in members)
+            b.check(item.name, Axis(b.name(item.name), size))
+            finals.append(Axis(b.name(item.name), size))
+        else:
+            finals.append(members[0])
+    rest = [ax for ax in middle if ax.name not in used]
+    if spec.rhs.rest is None and rest:
+        fail("rearrange", text, spec.rhs.span if spec.rhs.items else (spec.rhs.start, spec.rhs.start + 1),
+             f"axes {[ax.name for ax in rest]} of the left side are not placed on the right; "
+             f"list them or add '...'")
+    order: list[Axis] = []
+    out_axes: list[Axis] = []
+    taken = {ax.name for ax in rest} if spec.rhs.rest is not None else set()
+    taken |= {f.name for item, f in zip(spec.rhs.items, finals) if isinstance(item, AxisName)}
+    for item, members, final in zip(spec.rhs.items, groups, finals):
+        order.extend(rest if members is None else members)
+        out_axes.extend(rest if final is None else [final])
+        if isinstance(item, Group):
+            if final.name in taken:
+                fail("rearrange", text, item.name.span,
+                     f"the result would have two axes named {final.name!r}; name the flattened axis differently")
+            taken.add(final.name)
+    array = x.array
+    if len(middle) != x.ndim:
+        array = jnp.reshape(array, tuple(ax.size for ax in middle))
+    perm = [middle.index(ax) for ax in order]
+    if perm != list(range(len(perm))):
+        array = jnp.transpose(array, perm)
+    if len(out_axes) != len(order):
+        array = jnp.reshape(array, tuple(ax.size for ax in out_axes))
+    return wrap(array, tuple(out_axes))
 
 
 def flatten_axes(x: NamedArray, old_axes: AxisSelection, new_axis: AxisSelector) -> NamedArray:

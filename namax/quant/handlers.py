@@ -5,14 +5,25 @@ A handler is ``fn(primitive, *operands, **params)``; its positional parameters a
 ``jax.Array`` = any dense value, an ImplicitArray subclass = that class or a subclass).
 Among the handlers matching an operand tuple the most specific runs first; one that
 returns ``NotImplemented`` passes to the next. For commutative binary primitives the
-swapped operand order is tried too. If nothing handles the call, the implicit operands
-are materialized with a ``UserWarning``.
+swapped operand order is tried too (unless the class says ``commute_ops=False``); ties go
+to the higher ``precedence``, then to the handler registered last. If nothing handles the
+call, the implicit operands are materialized with a ``UserWarning``.
+
+When an operand is an implicit array with implicit children (nesting), the handler runs
+as a traced function of the operands' children (Qax's semantics): what it does to an
+implicit child goes through that child's own handlers.
+
+Code written for an older JAX keeps working: parameters a newer JAX added to a primitive
+(``accuracy``, ``out_sharding``, ...) are filled in with their defaults by
+:func:`default_handler` (:func:`complete_params`, learned by tracing the public
+``jax.lax`` functions), and are not passed to a handler whose signature lacks them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import types
 import typing
@@ -20,22 +31,27 @@ import warnings
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.extend import core as jcore
 from jax.extend.core import primitives as _prims
 
-from .implicit import ImplicitArray, is_implicit, materialize_value
+from .constants import COMMUTATIVE_OPS
+from .implicit import ImplicitArray, _children, is_implicit, materialize_value
 
-COMMUTATIVE = frozenset({"add", "add_any", "mul", "max", "min", "and", "or", "xor", "eq", "ne"})
+COMMUTATIVE = COMMUTATIVE_OPS
 """Binary primitives whose handlers also match with the operands swapped."""
 
-_KNOWN = {p.name for p in vars(_prims).values() if isinstance(p, jcore.Primitive)}
+_KNOWN = {p.name for p in [*vars(_prims).values(), *vars(lax).values()] if isinstance(p, jcore.Primitive)}
+"""Primitive names accepted by :func:`primitive_handler` (``jax.extend`` and ``jax.lax``'s ``*_p``)."""
 
 
 class _Handler:
-    def __init__(self, fn: Callable, order: int):
+    def __init__(self, fn: Callable, order: int, precedence: int = 0):
         self.fn = fn
         self.order = order
+        self.precedence = precedence
         sig = inspect.signature(fn)
         try:
             hints = typing.get_type_hints(fn)
@@ -54,11 +70,21 @@ class _Handler:
             elif p.kind == p.VAR_POSITIONAL:
                 self.rest = hints.get(p.name, object)
 
-    def params_for(self, params: dict) -> dict:
-        """``params`` minus those the handler does not take and that are None (e.g. ``sharding``)."""
+    def params_for(self, primitive: jcore.Primitive, params: dict) -> dict:
+        """``params`` minus those the handler does not take and that hold their default (None,
+        or the value the primitive gets when the caller leaves it out, e.g. ``accuracy``);
+        a non-default value the handler cannot take is an error."""
         if self.any_kwargs:
             return params
-        return {k: v for k, v in params.items() if k in self.keywords or v is not None}
+        out = {}
+        for k, v in params.items():
+            if k in self.keywords:
+                out[k] = v
+            elif not _is_default(primitive, k, v):
+                raise TypeError(
+                    f"handler {self.fn.__qualname__} for primitive {primitive.name} does not take the parameter "
+                    f"{k}={v!r} (not its default); add it or **params to the handler's signature")
+        return out
 
     def score(self, args: Sequence[Any]) -> Optional[int]:
         """Total distance from the operands' types to the annotations; None if no match."""
@@ -106,8 +132,12 @@ def _name(p: Union[str, jcore.Primitive]) -> str:
     raise TypeError(f"expected a primitive or a primitive name, got {p!r}")
 
 
-def primitive_handler(primitives: Union[str, jcore.Primitive, Iterable[Union[str, jcore.Primitive]]]):
+def primitive_handler(primitives: Union[str, jcore.Primitive, Iterable[Union[str, jcore.Primitive]]],
+                      precedence: int = 0):
     """Register the decorated function as a handler for ``primitives`` (names or objects).
+
+    Among handlers matching equally specifically, the higher ``precedence`` runs first,
+    then the one registered last.
 
     >>> import jax.numpy as jnp
     >>> from namax.quant.implicit import ImplicitArray
@@ -125,13 +155,34 @@ def primitive_handler(primitives: Union[str, jcore.Primitive, Iterable[Union[str
     names = [primitives] if isinstance(primitives, (str, jcore.Primitive)) else list(primitives)
     names = [_name(p) for p in names]
 
-    def register(fn: Callable) -> Callable:
+    def decorate(fn: Callable) -> Callable:
         for n in names:
-            _REGISTRY.setdefault(n, []).append(_Handler(fn, order=sum(map(len, _REGISTRY.values()))))
+            _REGISTRY.setdefault(n, []).append(
+                _Handler(fn, order=sum(map(len, _REGISTRY.values())), precedence=precedence))
         _CACHE.clear()
         return fn
 
-    return register
+    return decorate
+
+
+def register(primitive: Union[str, jcore.Primitive, Iterable[Union[str, jcore.Primitive]]], precedence: int = 0):
+    """Quax's spelling of :func:`primitive_handler` (an alias): ``@register(lax.mul_p)``.
+
+    >>> import jax.numpy as jnp
+    >>> from jax import lax
+    >>> from namax.quant.implicit import ImplicitArray
+    >>> class Twos(ImplicitArray):
+    ...     default_dtype = jnp.float32
+    ...     def materialize(self):
+    ...         return jnp.full(self.shape, 2.0, self.dtype)
+    >>> @register(lax.mul_p)
+    ... def _twice(primitive, x: Twos, y):
+    ...     return y + y
+    >>> from namax.quant.use_implicit import quaxify
+    >>> quaxify(lambda a, b: a * b)(Twos(shape=(2,)), jnp.arange(2.0)).tolist()
+    [0.0, 2.0]
+    """
+    return primitive_handler(primitive, precedence=precedence)
 
 
 def _candidates(name: str, args: Sequence[Any]) -> list[tuple[_Handler, bool]]:
@@ -141,12 +192,13 @@ def _candidates(name: str, args: Sequence[Any]) -> list[tuple[_Handler, bool]]:
         return cached
     found = []
     orders = [(tuple(args), False)]
-    if name in COMMUTATIVE and len(args) == 2:
+    commutes = all(getattr(type(a), "commute_ops", True) for a in args if is_implicit(a))
+    if name in COMMUTATIVE and len(args) == 2 and commutes:
         orders.append(((args[1], args[0]), True))
     for rank, (ordered, swapped) in enumerate(orders):
         scored = [(h.score(ordered), h) for h in _REGISTRY.get(name, ())]
-        scored = sorted(((s, -h.order, h) for s, h in scored if s is not None), key=lambda t: t[:2])
-        found += [(h, swapped) for _, _, h in scored]
+        scored = sorted(((s, -h.precedence, -h.order, h) for s, h in scored if s is not None), key=lambda t: t[:3])
+        found += [(h, swapped) for *_, h in scored]
     _CACHE[key] = found
     return found
 
@@ -164,18 +216,48 @@ def dispatch(primitive: jcore.Primitive, *args: Any, **params: Any) -> Any:
     """
     active = _ACTIVE.get()
     ids = tuple(id(a) for a in args)
+    nested = any(_has_implicit_child(a) for a in args)
     for handler, swapped in _candidates(primitive.name, args):
         if (handler.fn, ids) in active:
             continue  # a handler deferring to default_handler on its own operands
         token = _ACTIVE.set(active + ((handler.fn, ids),))
         try:
             ordered = (args[1], args[0]) if swapped else args
-            out = handler.fn(primitive, *ordered, **handler.params_for(params))
+            kwargs = handler.params_for(primitive, params)
+            if nested:
+                # Qax semantics: the handler runs as a traced function of its operands' children,
+                # so what it does to an implicit child goes through that child's own handlers.
+                out = _NESTED_CALLER[0](functools.partial(handler.fn, primitive), ordered, kwargs)
+            else:
+                out = handler.fn(primitive, *ordered, **kwargs)
         finally:
             _ACTIVE.reset(token)
         if out is not NotImplemented:
             return out
     return materialize_and_bind(primitive, args, params)
+
+
+def _no_nested_caller(fn: Callable, args: Sequence[Any], kwargs: dict) -> Any:
+    raise RuntimeError("namax.quant.use_implicit was not imported; import namax.quant to use nested implicit arrays")
+
+
+_NESTED_CALLER: list = [_no_nested_caller]
+
+
+def set_nested_caller(caller: Callable) -> None:
+    """Install ``caller(fn, args, kwargs)``, which runs ``fn(*args, **kwargs)`` with the
+    operands flattened one implicit layer (set by :mod:`namax.quant.use_implicit`).
+
+    >>> from namax.quant import use_implicit
+    >>> set_nested_caller(use_implicit.call_one_layer)
+    """
+    _NESTED_CALLER[0] = caller
+
+
+def _has_implicit_child(x: Any) -> bool:
+    if not is_implicit(x):
+        return False
+    return any(is_implicit(leaf) for leaf in jax.tree_util.tree_leaves(_children(x), is_leaf=is_implicit))
 
 
 def materialize_and_bind(primitive: jcore.Primitive, args: Sequence[Any], params: dict) -> Any:
@@ -192,9 +274,9 @@ def materialize_and_bind(primitive: jcore.Primitive, args: Sequence[Any], params
     'Primitive exp was not handled by class Zeros, so implicit args will be materialized.'
     """
     first = next((a for a in args if is_implicit(a)), None)
-    if first is not None:
+    if first is not None and getattr(type(first), "warn_on_materialize", True):
         warn_materialized(primitive.name, first)
-    return primitive.bind(*[materialize_value(a) for a in args], **params)
+    return primitive.bind(*[materialize_value(a) for a in args], **complete_params(primitive, params))
 
 
 _RECORDERS: contextvars.ContextVar = contextvars.ContextVar("namax_materialization_recorders", default=())
@@ -249,7 +331,137 @@ def default_handler(primitive: jcore.Primitive, *args: Any, **params: Any) -> An
     >>> from jax.extend.core.primitives import add_p
     >>> default_handler(add_p, jnp.ones(2), jnp.ones(2)).tolist()
     [2.0, 2.0]
+
+    Parameters that a newer JAX added to ``primitive`` and the caller left out (code
+    written for an older JAX) are filled in with their defaults (:func:`complete_params`):
+
+    >>> from jax.extend.core.primitives import sin_p
+    >>> float(default_handler(sin_p, jnp.zeros(())))  # no accuracy= given
+    0.0
     """
+    params = complete_params(primitive, params)
     if any(is_implicit(a) for a in args):
         return dispatch(primitive, *args, **params)
     return primitive.bind(*args, **params)
+
+
+# -- parameters a newer JAX added -------------------------------------------------------------
+
+_EXPLICIT_PROBES: dict[str, Callable] = {
+    "broadcast_in_dim": lambda x: lax.broadcast_in_dim(x, (2, 2), (1,)),
+    "reshape": lambda x: lax.reshape(x, (2, 1)),
+    "convert_element_type": lambda x: lax.convert_element_type(x, np.int32),
+    "reduce_sum": lambda x: jnp.sum(x), "reduce_max": lambda x: jnp.max(x), "reduce_min": lambda x: jnp.min(x),
+    "reduce_prod": lambda x: jnp.prod(x), "reduce_and": lambda x: jnp.all(x > 0),
+    "reduce_or": lambda x: jnp.any(x > 0),
+    "argmax": lambda x: lax.argmax(x, 0, np.int32), "argmin": lambda x: lax.argmin(x, 0, np.int32),
+    "dot_general": lambda x: lax.dot_general(x, x, (((0,), (0,)), ((), ()))),
+    "integer_pow": lambda x: lax.integer_pow(x, 2),
+    "reduce_precision": lambda x: lax.reduce_precision(x, 5, 10),
+    "transpose": lambda x: lax.transpose(x, (0,)),
+    "squeeze": lambda x: lax.squeeze(lax.broadcast_in_dim(x, (1, 2), (1,)), (0,)),
+    "rev": lambda x: lax.rev(x, (0,)), "slice": lambda x: lax.slice(x, (0,), (1,)),
+    "dynamic_slice": lambda x: lax.dynamic_slice(x, (0,), (1,)),
+    "dynamic_update_slice": lambda x: lax.dynamic_update_slice(x, x, (0,)),
+    "concatenate": lambda x: lax.concatenate([x, x], 0),
+    "pad": lambda x: lax.pad(x, x[0], [(1, 1, 0)]),
+    "select_n": lambda x: lax.select_n(x > 0, x, x),
+    "iota": lambda x: lax.iota(np.int32, 2),
+    "cumsum": lambda x: lax.cumsum(x, 0), "cumprod": lambda x: lax.cumprod(x, 0),
+    "cummax": lambda x: lax.cummax(x, 0), "cummin": lambda x: lax.cummin(x, 0),
+    "cumlogsumexp": lambda x: lax.cumlogsumexp(x, 0),
+}
+_PROBED: dict[str, tuple] = {}
+_PROBE_DTYPES = (np.float32, np.int32, np.bool_)
+
+
+def _probe(name: str) -> tuple[Optional[frozenset], dict]:
+    """(all parameter names, the omittable ones with their values) of primitive ``name``, as
+    JAX gives them when its public ``jax.lax`` function is called with only the required
+    arguments. A parameter is omittable if its value there is None or the lax function's
+    keyword default. ``(None, {})`` when there is no public function to probe."""
+    fn = _EXPLICIT_PROBES.get(name)
+    lax_fn = getattr(lax, name, None)
+    optional: dict = {}
+    if lax_fn is not None and callable(lax_fn):
+        try:
+            sig = inspect.signature(lax_fn)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None:
+            ps = list(sig.parameters.values())
+            optional = {p.name: p.default for p in ps if p.default is not p.empty}
+            if fn is None and not any(p.kind == p.VAR_POSITIONAL for p in ps):
+                n = sum(1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                        and p.default is p.empty)
+                fn = (lambda f, k: (lambda x: f(*([x] * k))))(lax_fn, n) if n else None
+    if fn is None:
+        return None, {}
+    for dtype in _PROBE_DTYPES:
+        try:
+            closed = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct((2,), dtype))
+        except Exception:  # the probe does not accept this dtype: try the next one (or learn nothing)
+            continue
+        eqn = next((e for e in closed.eqns if e.primitive.name == name), None)
+        if eqn is None:
+            return None, {}
+        return frozenset(eqn.params), {k: v for k, v in eqn.params.items()
+                                       if v is None or (k in optional and _same(v, optional[k]))}
+    return None, {}
+
+
+def _probed(name: str) -> tuple[Optional[frozenset], dict]:
+    found = _PROBED.get(name)
+    if found is None:
+        found = _PROBED[name] = _probe(name)
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # values that do not compare (arrays): not the same
+        return False
+
+
+def primitive_defaults(primitive: Union[str, jcore.Primitive]) -> dict:
+    """The parameters of ``primitive`` a caller may leave out, with the values JAX gives them
+    (learned once by tracing the public ``jax.lax`` function).
+
+    >>> primitive_defaults("sin")
+    {'accuracy': None}
+    >>> primitive_defaults("reduce_sum")
+    {'out_sharding': None}
+    """
+    return dict(_probed(primitive if isinstance(primitive, str) else primitive.name)[1])
+
+
+def complete_params(primitive: jcore.Primitive, params: dict) -> dict:
+    """``params`` as this JAX's ``primitive`` takes them: parameters a newer JAX added are filled
+    in with their defaults; parameters it does not have are dropped if they are None (a
+    handler passing one primitive's parameters to another, e.g. ``out_sharding``).
+
+    >>> from jax.extend.core.primitives import exp_p, reduce_and_p
+    >>> complete_params(exp_p, {})
+    {'accuracy': None}
+    >>> complete_params(reduce_and_p, {"axes": (0,), "out_sharding": None})
+    {'axes': (0,)}
+    """
+    known, defaults = _probed(primitive.name)
+    out = {k: v for k, v in defaults.items() if k not in params}
+    out.update({k: v for k, v in params.items() if v is not None or known is None or k in known})
+    return out
+
+
+def _is_default(primitive: jcore.Primitive, key: str, value: Any) -> bool:
+    if value is None:
+        return True
+    defaults = _probed(primitive.name)[1]
+    return key in defaults and _same(value, defaults[key])
+
+
+@primitive_handler("stop_gradient")
+def _stop_gradient(primitive, x: ImplicitArray):
+    """``stop_gradient`` of an implicit array: its children without gradients (any subclass
+    may register a more specific rule)."""
+    return lax.stop_gradient(x)

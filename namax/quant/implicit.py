@@ -60,8 +60,12 @@ class ImplicitArray(abc.ABC):
     """Base class for arrays represented implicitly (LoRA factors, int4 codes, zeros).
 
     Subclasses implement :meth:`materialize`. ``shape`` and ``dtype`` are keyword-only;
-    when omitted they come from ``default_dtype`` or, for a subclass with array children,
-    from :meth:`compute_shape_dtype` (by default ``jax.eval_shape(self.materialize)``).
+    when omitted they come from :meth:`compute_shape` / :meth:`compute_dtype` if the
+    subclass overrides them, from ``default_shape`` / ``default_dtype``, or, for a subclass
+    with array children, from :meth:`compute_shape_dtype` (by default
+    ``jax.eval_shape(self.materialize)``); failing all, :class:`UninitializedAval`.
+    Class keywords ``commute_ops=False`` (handlers are not tried with swapped operands)
+    and ``warn_on_materialize=False`` (no materialization warning) are accepted, as in Qax.
     A subclass that declares fields without ``@dataclasses.dataclass`` is made one on
     first instantiation. Override ``__post_init__`` for validation (call ``super()`` first).
 
@@ -77,7 +81,10 @@ class ImplicitArray(abc.ABC):
     dtype: Any = aux_field(kw_only=True, default=None)
 
     default_dtype: ClassVar[Any] = None
+    default_shape: ClassVar[Optional[tuple]] = None
     commute_ops: ClassVar[bool] = True
+    warn_on_materialize: ClassVar[bool] = True
+    __array_ufunc__ = None  # numpy scalars and arrays defer to our reflected operators
 
     def __new__(cls, *args: Any, **kwargs: Any):
         if cls is ImplicitArray:
@@ -86,14 +93,23 @@ class ImplicitArray(abc.ABC):
             dataclasses.dataclass(cls)
         return object.__new__(cls)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, commute_ops: Optional[bool] = None, warn_on_materialize: Optional[bool] = None,
+                          **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if commute_ops is not None:
+            cls.commute_ops = bool(commute_ops)
+        if warn_on_materialize is not None:
+            cls.warn_on_materialize = bool(warn_on_materialize)
         jax.tree_util.register_pytree_with_keys(
             cls, _flatten_with_keys, lambda aux, children: _unflatten(cls, aux, children), _flatten
         )
 
     def __post_init__(self) -> None:
         inferred = (self.shape is None, self.dtype is None)
+        if self.shape is None:
+            self.shape = self.compute_shape()
+        if self.dtype is None and _overrides(type(self), "compute_dtype"):
+            self.dtype = self.compute_dtype()
         if self.shape is not None:
             try:
                 self.shape = tuple(int(s) for s in self.shape)
@@ -105,7 +121,7 @@ class ImplicitArray(abc.ABC):
         if self.shape is None or self.dtype is None:
             if not _children(self):
                 missing = "shape" if self.shape is None else "dtype"
-                raise TypeError(f"{type(self).__name__} has no array children, so {missing}= must be given")
+                raise UninitializedAval(f"{type(self).__name__} has no array children, so {missing}= must be given")
             try:
                 shape, dtype = self.compute_shape_dtype()
             except Exception as e:
@@ -122,13 +138,75 @@ class ImplicitArray(abc.ABC):
     def materialize(self) -> jax.Array:
         """The dense array this value stands for (every subclass implements it)."""
 
+    def compute_shape(self) -> Optional[tuple]:
+        """Override to compute the shape from the other fields; default ``default_shape``.
+
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Row(ImplicitArray):
+        ...     x: ArrayValue
+        ...     def compute_shape(self):
+        ...         return (1, *self.x.shape)
+        ...     def materialize(self):
+        ...         return self.x[None]
+        >>> Row(jnp.ones(3)).shape
+        (1, 3)
+        """
+        return self.default_shape
+
+    def compute_dtype(self) -> Any:
+        """Override to compute the dtype from the other fields (called when ``dtype=`` is not
+        given); by default the dtype comes from ``default_dtype`` or the children.
+
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Half(ImplicitArray):
+        ...     x: ArrayValue
+        ...     def compute_dtype(self):
+        ...         return jnp.float16
+        ...     def materialize(self):
+        ...         return self.x.astype(jnp.float16)
+        >>> Half(jnp.ones(2)).dtype
+        dtype('float16')
+        """
+        return self.default_dtype
+
     def compute_shape_dtype(self) -> tuple[tuple, Any]:
-        """Logical (shape, dtype) from the children; default: ``jax.eval_shape(materialize)``."""
-        children, rebuild = _split(self)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = jax.eval_shape(lambda ch: rebuild(ch).materialize(), children)
-        return tuple(out.shape), out.dtype
+        """Logical (shape, dtype) from the children: :meth:`compute_shape` and
+        :meth:`compute_dtype` where a subclass overrides them, else ``jax.eval_shape(materialize)``."""
+        cls = type(self)
+        shape = self.compute_shape() if _overrides(cls, "compute_shape") else None
+        dtype = self.compute_dtype() if _overrides(cls, "compute_dtype") else None
+        if shape is None or dtype is None:
+            children, rebuild = _split(self)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = jax.eval_shape(lambda ch: materialize_value(rebuild(ch)), children)
+            shape = out.shape if shape is None else shape
+            dtype = out.dtype if dtype is None else dtype
+        return tuple(shape), dtype
+
+    def tree_flatten_with_keys(self) -> tuple[list, tuple]:
+        """``([(field name, child), ...], aux)`` as Qax gives it (see :meth:`tree_unflatten`).
+
+        >>> from namax.quant.lora import LoraWeight
+        >>> w = LoraWeight(w=jnp.ones((2, 3)), a=jnp.ones((2, 1)), b=jnp.ones((3, 1)))
+        >>> [k for k, _ in w.tree_flatten_with_keys()[0]]
+        ['w', 'a', 'b']
+        """
+        return [(n, getattr(self, n)) for n in _fields(type(self))[0]], _aux(self)
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple, children: Any) -> "ImplicitArray":
+        """Rebuild an instance from :meth:`tree_flatten_with_keys`' aux and new children.
+
+        >>> from namax.quant.lora import LoraWeight
+        >>> w = LoraWeight(w=jnp.ones((2, 3)), a=jnp.ones((2, 1)), b=jnp.ones((3, 1)))
+        >>> kids, aux = w.tree_flatten_with_keys()
+        >>> LoraWeight.tree_unflatten(aux, ["frozen", "train", "train"]).w
+        'frozen'
+        """
+        return _unflatten(cls, aux, tuple(children))
 
     @property
     def aval(self) -> jax.core.ShapedArray:
@@ -181,6 +259,22 @@ class ImplicitArray(abc.ABC):
 
 ArrayValue = Union[jax.Array, ImplicitArray]
 """Annotation for a field holding a dense or an implicit array."""
+
+
+class UninitializedAval(TypeError):
+    """The shape or dtype of an implicit array could not be determined (Qax's name).
+
+    >>> from namax.quant.zeros import Zeros
+    >>> try:
+    ...     Zeros()
+    ... except UninitializedAval as e:
+    ...     print(e)
+    Zeros has no array children, so shape= must be given
+    """
+
+
+def _overrides(cls: type, name: str) -> bool:
+    return getattr(cls, name) is not getattr(ImplicitArray, name)
 
 
 def _own_field_annotations(cls: type) -> bool:
@@ -289,10 +383,28 @@ def materialize_value(x: Any) -> Any:
     >>> from namax.quant.zeros import Zeros
     >>> materialize_value(Zeros(shape=(2,))).tolist(), materialize_value(3.0)
     ([0.0, 0.0], 3.0)
+
+    An implicit array with implicit children is materialized the Qax way: its
+    ``materialize`` runs on its children under ``use_implicit_args``, so the children's own
+    handlers apply (and the result, if implicit again, is materialized in turn).
     """
     while is_implicit(x):
-        x = x.materialize()
+        x = materialize_one_layer(x)
     return x
+
+
+def materialize_one_layer(x: ImplicitArray) -> Any:
+    """``x.materialize()``, run through the handlers of ``x``'s implicit children, if any.
+
+    >>> from namax.quant.zeros import Zeros
+    >>> materialize_one_layer(Zeros(shape=(2,))).tolist()
+    [0.0, 0.0]
+    """
+    if not any(is_implicit(c) for c in jax.tree_util.tree_leaves(_children(x), is_leaf=is_implicit)):
+        return x.materialize()
+    from .use_implicit import call_one_layer
+
+    return call_one_layer(type(x).materialize, (x,), {})
 
 
 _OPS: dict = {}

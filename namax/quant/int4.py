@@ -219,7 +219,8 @@ class Int4Weight(ImplicitArray):
         return self.zero_points is None
 
     def materialize(self) -> jax.Array:
-        w = dequantize_rows(self.packed, self.scales, self.zero_points, self.group_size, self.dtype)
+        scales = jax.lax.stop_gradient(self.scales)  # frozen, as in the dot (see ``frozen``)
+        w = dequantize_rows(self.packed, scales, self.zero_points, self.group_size, self.dtype)
         lead = tuple(w.shape[:-2])
         w = w.reshape(lead + self.in_shape + self.out_shape)
         L = len(lead)
@@ -286,9 +287,29 @@ def _dims(value: Union[int, Sequence[int]], ndim: int, what: str, shape: tuple) 
     return tuple(out)
 
 
+NONFINITE = ("error", "zero")
+"""What :func:`quantize_array` does with NaN and infinite weights (``nonfinite=``)."""
+
+
+def _check_nonfinite(w: jax.Array, nonfinite: str, names: Optional[Sequence[str]] = None) -> None:
+    """Refuse a concrete weight holding NaN or inf (``nonfinite="error"``), naming the first one."""
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"int4.quantize: nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
+    if nonfinite != "error" or isinstance(w, jax.core.Tracer) or w.size == 0:
+        return
+    finite = jnp.isfinite(w)
+    if bool(jnp.all(finite)):
+        return
+    first = tuple(int(i) for i in np.unravel_index(int(jnp.argmin(finite.ravel())), w.shape))
+    at = f"index {first}" if names is None else f"index {dict(zip(names, first))}"
+    raise ValueError(f"int4.quantize: the weight of shape {tuple(w.shape)} has a non-finite value "
+                     f"{w[first].item()} at {at}; a NaN or inf would spoil its whole group's scale. Fix the "
+                     f"weight, or pass nonfinite='zero' to quantize non-finite values as 0")
+
+
 def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool = True,
                    in_axis: Union[int, Sequence[int]] = 0, scale_dtype: Any = jnp.bfloat16, *,
-                   stack_dims: int = 0) -> Int4Weight:
+                   stack_dims: int = 0, nonfinite: str = "error") -> Int4Weight:
     """One float array as an :class:`Int4Weight`, grouped along the contraction dim(s) ``in_axis``.
 
     The first ``stack_dims`` dims are a stack (one matrix per index, e.g. ``layers``);
@@ -296,9 +317,22 @@ def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool
     every other dim is an output dim. A 2-D ``x @ W`` weight has ``in_axis=0``, an
     ``equinox.nn.Linear`` weight ``[out, in]`` has ``in_axis=1``.
 
+    ``nonfinite`` says what a NaN or infinite weight does: ``"error"`` (the default) raises a
+    ``ValueError`` giving the index of the first one; ``"zero"`` quantizes them as 0 (the
+    rest of their group keeps its scale). Only a concrete ``w`` can be checked: under
+    ``jit`` with ``"error"``, a group holding a non-finite weight gets a NaN scale, so its
+    whole group dequantizes to NaN (never to plausible finite numbers).
+
     >>> q = quantize_array(jnp.ones((2, 4, 128)), in_axis=2, stack_dims=1)
     >>> q.shape, q.packed.shape
     ((2, 4, 128), (2, 128, 2))
+    >>> quantize_array(jnp.ones((128, 4)).at[5, 1].set(jnp.nan))
+    Traceback (most recent call last):
+    ...
+    ValueError: int4.quantize: the weight of shape (128, 4) has a non-finite value nan at index (5, 1); a NaN or inf would spoil its whole group's scale. Fix the weight, or pass nonfinite='zero' to quantize non-finite values as 0
+    >>> q = quantize_array(jnp.full((128, 4), 7.0).at[5, 1].set(jnp.nan), nonfinite="zero")
+    >>> q.materialize()[4:7, 1].tolist()
+    [7.0, 0.0, 7.0]
     """
     if not _has_aval(w):
         raise TypeError(f"int4.quantize: expected an array, got {type(w).__name__}")
@@ -306,6 +340,7 @@ def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool
     shape = tuple(w.shape)
     if not jnp.issubdtype(w.dtype, jnp.floating):
         raise TypeError(f"int4.quantize: expected a float weight, got {w.dtype}")
+    _check_nonfinite(w, nonfinite)
     if not isinstance(stack_dims, int) or not 0 <= stack_dims <= w.ndim - 2:
         raise ValueError(f"int4.quantize: a weight of shape {shape} with stack_dims={stack_dims} has fewer than 2 "
                          f"matrix dims (a bias, a norm scale or the wrong stack_dims was selected?)")
@@ -328,18 +363,24 @@ def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool
                          f"must be even: codes are packed two per byte along it")
     stored = jnp.transpose(w, tuple(range(stack_dims)) + ins + outs).reshape(lead + (k, n))
     groups = stored.astype(jnp.float32).reshape(lead + (k // group_size, group_size, n))
+    if nonfinite == "zero":
+        groups = jnp.where(jnp.isfinite(groups), groups, 0.0)
+    finite = jnp.all(jnp.isfinite(groups), axis=-2)  # per group and column: else a NaN scale
     if symmetric:
         amax = jnp.max(jnp.abs(groups), axis=-2)
-        scales = jnp.where(amax > 0, amax / 7.0, 1.0).astype(scale_dtype)
+        scales = jnp.where(finite, jnp.where(amax > 0, amax / 7.0, 1.0), jnp.nan).astype(scale_dtype)
         codes = jnp.clip(jnp.round(groups / scales.astype(jnp.float32)[..., None, :]), -8, 7)
+        codes = jnp.where(jnp.isnan(codes), 0.0, codes)  # a NaN group: codes 0, the NaN scale carries it
         zero_points = None
     else:
         lo = jnp.minimum(jnp.min(groups, axis=-2), 0.0)
         hi = jnp.maximum(jnp.max(groups, axis=-2), 0.0)
-        scales = jnp.where(hi > lo, (hi - lo) / 15.0, 1.0).astype(scale_dtype)
+        scales = jnp.where(finite, jnp.where(hi > lo, (hi - lo) / 15.0, 1.0), jnp.nan).astype(scale_dtype)
         s = scales.astype(jnp.float32)
         z = jnp.clip(jnp.round(-lo / s) - 8, -8, 7)
+        z = jnp.where(jnp.isnan(z), 0.0, z)
         codes = jnp.clip(jnp.round(groups / s[..., None, :]) + z[..., None, :], -8, 7)
+        codes = jnp.where(jnp.isnan(codes), 0.0, codes)
         zero_points = pack_int4(z.astype(jnp.int8))
     packed = pack_int4(codes.reshape(lead + (k, n)).astype(jnp.int8))
     canonical = ins + outs
@@ -349,11 +390,12 @@ def quantize_array(w: Any, group_size: int = DEFAULT_GROUP_SIZE, symmetric: bool
 
 
 def quantize_named(w: Any, in_axes: Any, stack_axes: Any = (), group_size: int = DEFAULT_GROUP_SIZE,
-                   symmetric: bool = True, scale_dtype: Any = jnp.bfloat16) -> Any:
+                   symmetric: bool = True, scale_dtype: Any = jnp.bfloat16, *, nonfinite: str = "error") -> Any:
     """A NamedArray weight as a NamedArray holding an :class:`Int4Weight`, same axes.
 
     ``in_axes`` are the names contracted with the input (``Linear.In``); ``stack_axes``
     (e.g. ``"layers"``) must be the leading axes; every other axis is an output axis.
+    ``nonfinite`` is :func:`quantize_array`'s (the error gives the position by axis name).
 
     >>> import namax as nx
     >>> w = nx.ones((nx.Axis("layers", 2), nx.Axis("mlp", 4), nx.Axis("embed", 128)))
@@ -372,8 +414,10 @@ def quantize_named(w: Any, in_axes: Any, stack_axes: Any = (), group_size: int =
             raise ValueError(f"int4.quantize_named: the weight with axes {names} has no axis {n!r}")
     if names[:len(stack_names)] != stack_names:
         raise ValueError(f"int4.quantize_named: the stack axes {stack_names} must lead the weight's axes {names}")
+    if _has_aval(w.array) and jnp.issubdtype(w.dtype, jnp.floating):
+        _check_nonfinite(jnp.asarray(w.array), nonfinite, names)
     q = quantize_array(w.array, group_size, symmetric, tuple(names.index(n) for n in in_names), scale_dtype,
-                       stack_dims=len(stack_names))
+                       stack_dims=len(stack_names), nonfinite=nonfinite)
     return NamedArray(q, w.axes)
 
 
@@ -387,18 +431,23 @@ def _is_float_matrix(stack_dims: int) -> Callable[[Any, Any], bool]:
 
 def quantize(params: Any, where: Optional[Callable[[Any, Any], bool]] = None, group_size: int = DEFAULT_GROUP_SIZE,
              symmetric: bool = True, in_axis: Union[int, Sequence[int]] = 0, scale_dtype: Any = jnp.bfloat16, *,
-             stack_dims: int = 0) -> Any:
+             stack_dims: int = 0, nonfinite: str = "error") -> Any:
     """``params`` with its float matrices (or the arrays ``where(path, leaf)`` selects) as Int4Weights.
 
     ``in_axis`` is the contraction dim (or dims) the groups run along: 0 for ``x @ W``
     weights ``[in, out]`` (flax's ``Dense`` kernels), 1 for ``W @ x`` weights ``[out, in]``
     (``equinox.nn.Linear``). ``stack_dims`` leading dims are a stack of matrices; by
     default the arrays with ``2 + stack_dims`` float dims are selected. NamedArray weights:
-    :func:`quantize_named`.
+    :func:`quantize_named`. ``nonfinite`` is :func:`quantize_array`'s; its error names the
+    parameter's path.
 
     >>> p = quantize({"w": jnp.ones((128, 4)), "b": jnp.ones(4)})
     >>> type(p["w"]).__name__, type(p["b"]).__name__
     ('Int4Weight', 'ArrayImpl')
+    >>> quantize({"w": jnp.ones((128, 4)).at[0, 3].set(jnp.inf)})
+    Traceback (most recent call last):
+    ...
+    ValueError: int4.quantize: the weight of shape (128, 4) has a non-finite value inf at index (0, 3); a NaN or inf would spoil its whole group's scale. Fix the weight, or pass nonfinite='zero' to quantize non-finite values as 0 [at ['w']]
     """
     where = where or _is_float_matrix(stack_dims)
     is_int4 = lambda x: isinstance(x, Int4Weight)  # noqa: E731
@@ -409,7 +458,8 @@ def quantize(params: Any, where: Optional[Callable[[Any, Any], bool]] = None, gr
             out.append(leaf)
             continue
         try:
-            out.append(quantize_array(leaf, group_size, symmetric, in_axis, scale_dtype, stack_dims=stack_dims))
+            out.append(quantize_array(leaf, group_size, symmetric, in_axis, scale_dtype, stack_dims=stack_dims,
+                                      nonfinite=nonfinite))
         except (ValueError, TypeError) as e:
             raise type(e)(f"{e} [at {jax.tree_util.keystr(path)}]") from None
     return jax.tree_util.tree_unflatten(treedef, out)
@@ -441,6 +491,20 @@ def _children_map(w: Int4Weight, fn: Callable[[Any], Any]) -> Int4Weight:
     zp = None if w.zero_points is None else fn(w.zero_points)
     return Int4Weight(fn(w.packed), fn(w.scales), zp, group_size=w.group_size, in_shape=w.in_shape,
                       out_shape=w.out_shape, order=w.order, dtype=w.dtype)
+
+
+def frozen(w: Int4Weight) -> Int4Weight:
+    """``w`` as the dot and ``materialize`` use it: its scales carry no gradient (the codes are
+    integers and never do), so a gradient with respect to an Int4Weight is zero and XLA
+    computes none of it.
+
+    >>> import jax, jax.numpy as jnp
+    >>> w = quantize_array(jax.random.normal(jax.random.key(0), (128, 4)))
+    >>> g = jax.grad(lambda w: frozen(w).materialize().sum(), allow_int=True)(w)
+    >>> float(jnp.abs(g.scales).max())
+    0.0
+    """
+    return _children_map(w, jax.lax.stop_gradient)
 
 
 @primitive_handler("transpose")
@@ -512,6 +576,6 @@ def _convert(primitive, w: Int4Weight, *, new_dtype, weak_type, sharding=None):
 
 from . import int4_dot as _int4_dot  # noqa: E402,F401  (registers the dot_general handlers)
 
-__all__: Sequence[str] = ["DEFAULT_GROUP_SIZE", "Int4Weight", "dequantize", "dequantize_halves", "dequantize_rows",
+__all__: Sequence[str] = ["DEFAULT_GROUP_SIZE", "Int4Weight", "dequantize", "dequantize_halves", "dequantize_rows", "frozen",
                           "pack_int4", "quantize", "quantize_array", "quantize_named", "unpack_int4",
                           "unpack_int4_halves", "weight_bytes"]

@@ -39,7 +39,7 @@ import numpy as np
 from jax import lax
 
 from .handlers import primitive_handler
-from .int4 import Int4Weight, dequantize_halves, unpack_int4, unpack_int4_halves
+from .int4 import Int4Weight, dequantize_halves, frozen, unpack_int4, unpack_int4_halves
 
 DOT_FORM: str = "auto"
 """``"auto"`` (``"scan"`` on cpu, ``"grouped"`` on gpu/tpu), ``"scan"`` or ``"grouped"``."""
@@ -257,6 +257,7 @@ def int4_dot(x: jax.Array, w: Int4Weight, dn: Any, weight_on_left: bool, params:
     if weight_on_left and isinstance(precision, tuple):
         precision = precision[::-1]
     dot_params = {"precision": precision, "preferred_element_type": params.get("preferred_element_type")}
+    w = frozen(w)
     L, n_in = w.n_stack, len(w.in_shape)
     sizes = w.in_shape + w.out_shape
     # role of each storage-order dim (stack dims, then in dims, then out dims): (kind, x dim)

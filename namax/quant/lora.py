@@ -42,12 +42,17 @@ class LoraWeight(ImplicitArray):
     >>> lw = LoraWeight(jnp.zeros((4, 3)), jnp.ones((4, 2)), jnp.ones((3, 2)), alpha=2.0)
     >>> lw.shape, lw.rank, lw.scale, lw.materialize()[0].tolist()
     ((4, 3), 2, 1.0, [2.0, 2.0, 2.0])
+
+    ``w`` is frozen: every use of it goes through ``jax.lax.stop_gradient``, so a gradient
+    with respect to a LoraWeight has a zero ``w`` part and XLA never computes the
+    full-weight gradient. ``train_w=True`` keeps that gradient for whoever wants it.
     """
 
     w: ArrayValue
     a: ArrayValue
     b: ArrayValue
     alpha: float = aux_field(default=1.0)
+    train_w: bool = aux_field(default=False)
 
     def __post_init__(self) -> None:
         _validate(self.w, self.a, self.b, self.alpha)
@@ -70,7 +75,7 @@ class LoraWeight(ImplicitArray):
     def materialize(self) -> jax.Array:
         a, b = materialize_value(self.a), materialize_value(self.b)
         delta = jnp.matmul(a, jnp.swapaxes(b, -1, -2)) * self.scale
-        return (materialize_value(self.w) + delta).astype(self.dtype)
+        return (materialize_value(main_weight(self)) + delta).astype(self.dtype)
 
     def child_names(self, names):
         """``w`` has the dense names; ``a`` keeps the input axis, ``b`` the output axis, rank unnamed."""
@@ -81,6 +86,22 @@ class LoraWeight(ImplicitArray):
         names = tuple(names)
         stack, n_in, n_out = names[:-2], names[-2], names[-1]
         return leaf_names_of(self.w, names) + [stack + (n_in, None), stack + (n_out, None)]
+
+
+def main_weight(w: LoraWeight) -> Any:
+    """``w.w`` as every handler uses it: without a gradient unless ``w.train_w``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> lw = LoraWeight(jnp.ones((2, 2)), jnp.ones((2, 1)), jnp.ones((2, 1)))
+    >>> jax.grad(lambda lw: main_weight(lw).sum())(lw).w.tolist()
+    [[0.0, 0.0], [0.0, 0.0]]
+    """
+    return w.w if w.train_w else jax.lax.stop_gradient(w.w)
+
+
+def _like(w: LoraWeight, main: Any, a: Any, b: Any, alpha: Optional[float] = None) -> LoraWeight:
+    """A LoraWeight derived from ``w`` (same ``alpha`` unless given, same ``train_w``)."""
+    return LoraWeight(main, a, b, alpha=w.alpha if alpha is None else alpha, train_w=w.train_w)
 
 
 def _validate(w: Any, a: Any, b: Any, alpha: Any) -> None:
@@ -149,10 +170,10 @@ def _lora_dot(x: Any, w: LoraWeight, dimension_numbers: Any, weight_on_left: boo
     target = batch + (w_free + x_free if weight_on_left else x_free + w_free)
 
     if weight_on_left:
-        main, main_labels = _dot_labels(x, x_labels, w.w, w_labels, set(target), inner)
+        main, main_labels = _dot_labels(x, x_labels, main_weight(w), w_labels, set(target), inner)
         main = _permute(main, main_labels, target)
     else:
-        main = default_handler(P.dot_general_p, x, w.w, dimension_numbers=dimension_numbers, **params)
+        main = default_handler(P.dot_general_p, x, main_weight(w), dimension_numbers=dimension_numbers, **params)
 
     stack, r = w_labels[:-2], ("lora_rank",)
     a_factor = (w.a, stack + [w_labels[-2], r])
@@ -190,7 +211,7 @@ def _transpose(primitive, w: LoraWeight, *, permutation):
     a, b = moved(w.a), moved(w.b)
     if perm[-2:] == (n - 1, n - 2):
         a, b = b, a
-    return LoraWeight(default_handler(primitive, w.w, permutation=perm), a, b, alpha=w.alpha)
+    return _like(w, default_handler(primitive, main_weight(w), permutation=perm), a, b)
 
 
 # -- gather, dynamic_slice, squeeze -----------------------------------------------------
@@ -276,7 +297,7 @@ def _gather(primitive, w: LoraWeight, indices: jax.Array, **params):
     >>> qax.use_implicit_args(lambda t, ids: t[ids])(t, jnp.array([[4, 0]])).tolist()
     [[[17.0, 17.0, 17.0], [1.0, 1.0, 1.0]]]
     """
-    main = default_handler(primitive, w.w, indices, **params)
+    main = default_handler(primitive, main_weight(w), indices, **params)
     n, n_batch = w.ndim, indices.ndim - 1
     a, a_labels = _gather_factor(w.a, n - 2, n, indices, params, force=False)
     # a gather with no index components still has the index batch dims: then b carries them
@@ -307,9 +328,9 @@ def _dynamic_slice(primitive, w: LoraWeight, *starts: jax.Array, slice_sizes):
         return default_handler(primitive, f, *stack_starts, starts[own], zero,
                                slice_sizes=sizes[:-2] + (sizes[own], w.rank))
 
-    main, a, b = default_handler(primitive, w.w, *starts, slice_sizes=sizes), factor(w.a, -2), factor(w.b, -1)
+    main, a, b = default_handler(primitive, main_weight(w), *starts, slice_sizes=sizes), factor(w.a, -2), factor(w.b, -1)
     if sizes[-2:] == tuple(w.shape[-2:]):
-        return LoraWeight(main, a, b, alpha=w.alpha)
+        return _like(w, main, a, b)
     stack = [("stack", d) for d in range(w.ndim - 2)]
     return _add_low_rank(main, w, a, stack + ["in", "rank"], b, stack + ["out", "rank"], stack + ["in", "out"])
 
@@ -320,8 +341,8 @@ def _squeeze(primitive, w: LoraWeight, *, dimensions):
     dims = tuple(d % w.ndim for d in dimensions)
     if any(d >= w.ndim - 2 for d in dims):
         return NotImplemented
-    a, b, main = (default_handler(primitive, v, dimensions=dims) for v in (w.a, w.b, w.w))
-    return LoraWeight(main, a, b, alpha=w.alpha)
+    a, b, main = (default_handler(primitive, v, dimensions=dims) for v in (w.a, w.b, main_weight(w)))
+    return _like(w, main, a, b)
 
 
 # -- scalar arithmetic, dtype casts, sums -----------------------------------------------
@@ -337,7 +358,7 @@ def _one_value(c: Any, w: LoraWeight) -> Optional[Any]:
 
 def _linear_in_w_and_b(w: LoraWeight, fn: Callable[[Any], Any]) -> LoraWeight:
     """``fn(w) + s a fn(b)^T``, i.e. ``fn(W)`` for an ``fn`` that scales every entry alike."""
-    return LoraWeight(fn(w.w), w.a, fn(w.b), alpha=w.alpha)
+    return _like(w, fn(main_weight(w)), w.a, fn(w.b))
 
 
 @primitive_handler("mul")
@@ -415,8 +436,8 @@ def _convert(primitive, w: LoraWeight, *, new_dtype, weak_type, sharding=None):
     if sharding is not None or not _value_preserving_cast(w.dtype, new_dtype):
         return NotImplemented
     parts = (default_handler(primitive, v, new_dtype=new_dtype, weak_type=weak_type, sharding=None)
-             for v in (w.w, w.a, w.b))
-    return LoraWeight(*parts, alpha=w.alpha)
+             for v in (main_weight(w), w.a, w.b))
+    return _like(w, *parts)
 
 
 def _fold_into_rank(f: Any, reduced: Sequence[int], keep_dims: int) -> Any:
@@ -453,14 +474,14 @@ def _reduce_sum(primitive, w: LoraWeight, *, axes, **params):
     if not axes:
         return w
     inner = {**params, "out_sharding": None} if "out_sharding" in params else dict(params)
-    main = default_handler(primitive, w.w, axes=axes, **params)
+    main = default_handler(primitive, main_weight(w), axes=axes, **params)
     stacked = [d for d in axes if d < n - 2]
     if n - 2 not in axes and n - 1 not in axes:
         r = w.rank * math.prod(w.shape[d] for d in stacked)
         if r <= min(w.shape[-2:]):
             keep_dims = n - 2 - len(stacked)
             a, b = (_fold_into_rank(f, stacked, keep_dims) for f in (w.a, w.b))
-            return LoraWeight(main, a, b, alpha=w.alpha * (r // w.rank))
+            return _like(w, main, a, b, alpha=w.alpha * (r // w.rank))
     stack = [("stack", d) for d in range(n - 2)]
 
     def factor(f: Any, own: int, label: str) -> tuple:
@@ -482,10 +503,11 @@ def _is_float_matrix(path: Any, leaf: Any) -> bool:
 
 
 def wrap(params: Any, rank: int, key: jax.Array, where: Optional[Callable[[Any, Any], bool]] = None,
-         alpha: float = 1.0) -> Any:
+         alpha: float = 1.0, train_w: bool = False) -> Any:
     """``params`` with its 2-D float arrays (or those ``where(path, leaf)`` selects) as LoraWeights.
 
     ``a ~ N(0, 1/in)`` and ``b = 0``, so the wrapped model computes what it did before.
+    The base weights are frozen (no gradient) unless ``train_w=True``.
 
     >>> import jax, jax.numpy as jnp
     >>> p = wrap({"w": jnp.ones((4, 3)), "bias": jnp.ones(3)}, rank=2, key=jax.random.key(0))
@@ -509,7 +531,7 @@ def wrap(params: Any, rank: int, key: jax.Array, where: Optional[Callable[[Any, 
         k = jax.random.fold_in(key, i)
         a = (jax.random.normal(k, (*lead, n_in, rank), jnp.float32) / math.sqrt(n_in)).astype(leaf.dtype)
         b = jnp.zeros((*lead, n_out, rank), leaf.dtype)
-        out.append(LoraWeight(leaf, a, b, alpha=alpha))
+        out.append(LoraWeight(leaf, a, b, alpha=alpha, train_w=train_w))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

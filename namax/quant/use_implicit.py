@@ -10,13 +10,14 @@ so the result composes with ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 import jax
 import numpy as np
 
 from ..arguments import Static
-from .implicit import ImplicitArray, is_implicit
+from . import handlers
+from .implicit import ImplicitArray, _split, is_implicit
 from .interpret import ImplicitInterpreter
 
 
@@ -64,6 +65,47 @@ def use_implicit_args(fn: Callable) -> Callable:
 
     wrapped.__namax_implicit_cache__ = cache
     return wrapped
+
+
+def quaxify(fn: Callable) -> Callable:
+    """Quax's spelling of :func:`use_implicit_args` (an alias).
+
+    >>> import jax.numpy as jnp
+    >>> from namax.quant.zeros import Zeros
+    >>> quaxify(lambda x, y: x + y)(Zeros(shape=(2,)), jnp.ones(2)).tolist()
+    [1.0, 1.0]
+    """
+    return use_implicit_args(fn)
+
+
+def call_one_layer(fn: Callable, args: Sequence[Any], kwargs: Optional[dict] = None) -> Any:
+    """``fn(*args, **kwargs)`` with each implicit argument opened one layer: ``fn`` runs under
+    :func:`use_implicit_args` on the arguments' children, so whatever it does to an implicit
+    child goes through that child's handlers (how Qax runs handlers and ``materialize`` of
+    nested implicit arrays).
+
+    >>> import dataclasses, jax.numpy as jnp
+    >>> from namax.quant.implicit import ArrayValue, ImplicitArray
+    >>> from namax.quant.zeros import Zeros
+    >>> @dataclasses.dataclass
+    ... class Shifted(ImplicitArray):
+    ...     x: ArrayValue
+    ...     def materialize(self):
+    ...         return self.x + 1.0
+    >>> call_one_layer(lambda s: s.x * 2.0, (Shifted(Zeros(shape=(2,))),))  # Zeros' mul handler
+    Zeros((2,), float32)
+    """
+    kwargs = {} if kwargs is None else kwargs
+    parts = [_split(a) if is_implicit(a) else (a, None) for a in args]
+
+    def opened(*payload: Any) -> Any:
+        rebuilt = [p if rebuild is None else rebuild(list(p)) for p, (_, rebuild) in zip(payload, parts)]
+        return fn(*rebuilt, **kwargs)
+
+    return use_implicit_args(opened)(*[p for p, _ in parts])
+
+
+handlers.set_nested_caller(call_one_layer)
 
 
 def _trace(fn: Callable, treedef: Any, kinds: tuple, statics: list, specs: list):

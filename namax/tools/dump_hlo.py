@@ -18,8 +18,9 @@ The target ``NAME`` (looked up in a Python file or an importable module) is eith
 Stages (``--stage``, comma-separated, or ``all``; ``summary`` prints only the summary):
 jaxpr, implicit, names, sharding, stablehlo, hlo. A summary (names, implicit rewrites,
 collectives, memory, cost, largest intermediates) ends every dump. A bad target, bad
-option or failing stage prints one line ``dump-hlo: ...`` and exits with status 2
-(``--traceback`` shows the full traceback too).
+option or failing stage -- or a target that raises ``SystemExit`` or is interrupted --
+prints one line ``dump-hlo: ...`` on stderr and exits with status 2 (``--traceback`` shows
+the full traceback too). ``--devices`` is at most 4096.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import sys
 from typing import Any, Optional, Sequence
 
 EXIT_ERROR = 2
+MAX_DEVICES = 4096
+"""The most CPU devices ``--devices`` simulates (each costs memory and threads)."""
 
 
 class UsageError(Exception):
@@ -82,8 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_pairs(text: Optional[str], option: str, value_type=str) -> dict:
     """``"data=4,model=2"`` -> ``{"data": 4, "model": 2}``; a clear UsageError otherwise.
 
+    A name given twice is an error (never "the last one wins").
+
     >>> parse_pairs("data=4, model=2", "--mesh", int), parse_pairs(None, "--mesh")
     ({'data': 4, 'model': 2}, {})
+    >>> parse_pairs("data=2,data=4", "--mesh", int)
+    Traceback (most recent call last):
+    ...
+    namax.tools.dump_hlo.UsageError: --mesh 'data=2,data=4': 'data' is given twice
     """
     if not text:
         return {}
@@ -92,6 +101,8 @@ def parse_pairs(text: Optional[str], option: str, value_type=str) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise UsageError(f"{option} {text!r}: expected NAME=VALUE pairs separated by commas, got {item!r}")
+        if key.strip() in out:
+            raise UsageError(f"{option} {text!r}: {key.strip()!r} is given twice")
         try:
             out[key.strip()] = value_type(value.strip())
         except ValueError:
@@ -239,9 +250,15 @@ def set_device_count(n: int) -> None:
     Traceback (most recent call last):
     ...
     namax.tools.dump_hlo.UsageError: --devices 0: need at least 1 device
+    >>> set_device_count(100000)
+    Traceback (most recent call last):
+    ...
+    namax.tools.dump_hlo.UsageError: --devices 100000: at most 4096 simulated CPU devices (each one costs memory)
     """
     if n < 1:
         raise UsageError(f"--devices {n}: need at least 1 device")
+    if n > MAX_DEVICES:
+        raise UsageError(f"--devices {n}: at most {MAX_DEVICES} simulated CPU devices (each one costs memory)")
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     # a backend started earlier in this process keeps its device count: run() checks the count
@@ -268,6 +285,9 @@ def run(ns: argparse.Namespace) -> int:
     if ns.devices is not None and len(jax.devices()) != ns.devices and jax.default_backend() == "cpu":
         raise UsageError(f"--devices {ns.devices}: jax started with {len(jax.devices())} devices")
     mesh = parse_pairs(ns.mesh, "--mesh", int) or None
+    for name, size in (mesh or {}).items():
+        if size < 1:
+            raise UsageError(f"--mesh {ns.mesh!r}: mesh axis {name!r} has size {size}; sizes are at least 1")
     resources = parse_resources(ns.axis_resources)
     if resources and not mesh:
         raise UsageError("--axis-resources needs --mesh (e.g. --mesh data=4,model=2)")
@@ -289,6 +309,10 @@ def run(ns: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The console script: parse options, set XLA_FLAGS, then import jax and dump.
 
+    Every failure -- including a target that raises ``SystemExit`` (even ``SystemExit(0)``)
+    or ``KeyboardInterrupt`` -- prints one line on stderr and returns 2; only ``--help``
+    and argparse's own usage errors exit through ``SystemExit``.
+
     >>> import contextlib, sys
     >>> with contextlib.redirect_stderr(sys.stdout):
     ...     main(["no_such_file.py:make"])
@@ -298,6 +322,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return run(ns)
+    except (SystemExit, KeyboardInterrupt) as e:  # from the target: never a silent exit 0
+        if ns.traceback:
+            import traceback
+
+            traceback.print_exc()
+        what = f"SystemExit({e.code!r})" if isinstance(e, SystemExit) else "KeyboardInterrupt"
+        print(f"dump-hlo: {ns.target}: stopped by {what} before the dump was complete", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 -- every failure becomes one line and status 2
         from namax.tools.stages import StageError
 
