@@ -179,12 +179,15 @@ class GPT(eqx.Module):
 
         ``pos`` may be traced. The cache gains this position's keys and values in every layer.
         """
-        x = self.token_embed(ids) + self.pos_embed.weight["position", pos]
+        # pos and the layer number are in range by construction: promise it, so a traced index
+        # is a dynamic_slice (int4 and LoRA weights stay factored) rather than a NaN-filling gather
+        x = self.token_embed(ids) + nx.index(self.pos_embed.weight, {"position": pos}, mode="promise_in_bounds")
         x = x.broadcast_axis(Axis("position", 1))
 
         def layer_step(i, carry):
             x, cache = carry
-            block = jax.tree_util.tree_map(lambda p: p["layers", i], self.blocks.stacked, is_leaf=nx.is_named)
+            block = jax.tree_util.tree_map(lambda p: nx.index(p, {"layers": i}, mode="promise_in_bounds"),
+                                           self.blocks.stacked, is_leaf=nx.is_named)
             return block.decode(x, cache, i, pos)
 
         x, cache = jax.lax.fori_loop(0, self.config.layers, layer_step, (x, cache))

@@ -121,7 +121,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
     g.add_argument("--resume", action="store_true", help="continue from the newest usable checkpoint in "
                    "--checkpoint-dir (damaged ones are reported and skipped; the run's settings must match)")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, metavar="N",
-                   help="keep the N newest checkpoints, deleting older ones once a new one is on disk (default %(default)s; 0: keep all)")
+                   help="keep the N newest checkpoints, deleting older ones once a new one is on disk "
+                        "(default %(default)s; 0: keep all)")
     g.add_argument("--allow-config-change", default="", metavar="OPTION,...",
                    help="--resume even though these options differ from the checkpoint's (e.g. steps,learning-rate); "
                         "logging, evaluation, checkpoint and device options may always differ")

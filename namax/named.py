@@ -64,11 +64,12 @@ class NamedArray:
     @classmethod
     def tree_unflatten(cls, axes, children):
         array = children[0]
-        # Tree utilities rebuild us around None, object(), PartitionSpecs, ShapeDtypeStructs...:
-        # only an array-like whose rank differs from the axes is rejected (jax.vmap / lax.scan
+        # Tree utilities rebuild us around None, object(), PartitionSpecs, ShapeDtypeStructs and,
+        # in optax's per-leaf reductions (tree_norm, clip_by_global_norm), scalars: only an
+        # array-like of rank >= 1 that differs from the axes is rejected (jax.vmap / lax.scan
         # over a NamedArray add or drop a dimension its axes cannot know about).
         ndim = getattr(array, "ndim", None)
-        if ndim is not None and ndim != len(axes) and isinstance(ndim, int):
+        if ndim and ndim != len(axes) and isinstance(ndim, int):
             raise ValueError(
                 f"A NamedArray with axes {_axes_str(axes)} was rebuilt around a value of shape "
                 f"{getattr(array, 'shape', '?')} ({ndim} dimensions for {len(axes)} axes): a positional transform "

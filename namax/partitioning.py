@@ -508,3 +508,8 @@ __all__ = ["normalize_mapping", "axis_mapping", "current_axis_mapping", "pspec_f
            "ShardingError", "ResourceMapping", "PhysicalAxisSpec", "ResourceAxis", "current_thread_local_mapping",
            "physical_axis_name", "pspec_for_axis", "round_axis_for_partitioning", "shard_with_axis_mapping",
            "auto_sharded", "infer_resource_partitions", "named_jit"]
+
+# --- shard_map and set_mesh (implemented in namax/shard_map.py, which imports this module) ------
+from .shard_map import set_mesh, shard_map  # noqa: E402
+
+__all__ += ["shard_map", "set_mesh"]

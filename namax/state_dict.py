@@ -112,7 +112,8 @@ class ModuleWithStateDictSerialization(eqx.Module):
     names flattened into one dimension, in this order; axes in no group go first). The
     methods ``to_state_dict``, ``from_state_dict``, ``flatten_for_export`` and
     ``unflatten_from_export`` may be overridden too (an overridden ``from_state_dict``
-    reads its tensors whole: only the default reads per device).
+    reads its tensors whole: only the default reads per device; keys it reads itself,
+    rather than through the default, count as unused for ``strict=True``).
 
     >>> import jax, namax as nx
     >>> class Block(ModuleWithStateDictSerialization):
@@ -133,22 +134,55 @@ class ModuleWithStateDictSerialization(eqx.Module):
         return {}
 
     def to_state_dict(self, prefix: Optional[str] = None) -> StateDict:
-        """This module's state dict (see :func:`to_state_dict`)."""
+        """This module's state dict (see :func:`to_state_dict`).
+
+        >>> import namax as nx
+        >>> class Scale(ModuleWithStateDictSerialization):
+        ...     w: nx.NamedArray
+        >>> list(Scale(nx.ones(nx.Axis("embed", 2))).to_state_dict("s"))
+        ['s.w']
+        """
         out: StateDict = {}
         _module_to(self, prefix, out)
         return out
 
     def from_state_dict(self: Mod, state_dict: Mapping[str, Any], prefix: Optional[str] = None) -> Mod:
-        """This module with its arrays read from ``state_dict`` (see :func:`from_state_dict`)."""
+        """This module with its arrays read from ``state_dict`` (see :func:`from_state_dict`).
+
+        >>> import numpy as np, namax as nx
+        >>> class Scale(ModuleWithStateDictSerialization):
+        ...     w: nx.NamedArray
+        >>> Scale(nx.zeros(nx.Axis("embed", 2))).from_state_dict({"s.w": np.ones(2, np.float32)}, "s").w.array.tolist()
+        [1.0, 1.0]
+        """
         with _restoring(None, None, strict=False, export=None) as ctx:
             return _finalize(_module_from(self, state_dict, prefix), ctx)
 
     def flatten_for_export(self: Mod) -> Mod:
-        """This module with each array field flattened as ``_export_layout`` says."""
+        """This module with each array field flattened as ``_export_layout`` says.
+
+        >>> import namax as nx
+        >>> class Proj(ModuleWithStateDictSerialization):
+        ...     w: nx.NamedArray
+        ...     def _export_layout(self):
+        ...         return {"w": (("heads", "head_size"), ("embed",))}
+        >>> Proj(nx.zeros(nx.make_axes(embed=4, heads=2, head_size=3))).flatten_for_export().w.axes
+        (Axis('heads*head_size', 6), Axis('embed', 4))
+        """
         return _apply_layout(self, _layout(self), flatten=True)
 
     def unflatten_from_export(self: Mod, template: Mod) -> Mod:
-        """Undo :meth:`flatten_for_export`: each array field reshaped to ``template``'s axes."""
+        """Undo :meth:`flatten_for_export`: each array field reshaped to ``template``'s axes.
+
+        >>> import namax as nx
+        >>> class Proj(ModuleWithStateDictSerialization):
+        ...     w: nx.NamedArray
+        ...     def _export_layout(self):
+        ...         return {"w": (("heads", "head_size"), ("embed",))}
+        >>> p = Proj(nx.zeros(nx.make_axes(embed=4, heads=2, head_size=3)))
+        >>> p.flatten_for_export().unflatten_from_export(p).w.axis_names
+        ('embed', 'heads', 'head_size')
+        """
         return _apply_layout(self, _layout(template), flatten=False, template=template)
 
 
@@ -461,11 +495,53 @@ class LazyTensor:
         return len(self.shape)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return self._owner._read(self.key, index)
+        index = index if isinstance(index, tuple) else (index,)
+        if len(index) > len(self.shape):
+            raise IndexError(f"LazyTensor {self.key!r} of shape {self.shape}: {len(index)} indices given")
+        clipped = []
+        for i, n in zip(index, self.shape):  # within this view's shape (a truncated view is smaller than the file's)
+            if isinstance(i, slice):
+                clipped.append(slice(*i.indices(n)))
+            elif isinstance(i, (int, np.integer)) and not isinstance(i, bool) and -n <= i < n:
+                clipped.append(int(i) % n)
+            else:
+                raise IndexError(f"LazyTensor {self.key!r} of shape {self.shape}: index {i!r} (ints in range and "
+                                 f"slices only)")
+        clipped += [slice(0, n) for n in self.shape[len(clipped):]]
+        return self._owner._read(self.key, tuple(clipped))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        full = self[()] if not self.shape else self[tuple(slice(None) for _ in self.shape)]
+        full = self[tuple(slice(0, n) for n in self.shape)]
         return full if dtype is None else full.astype(dtype)
+
+    def with_axis_names(self, axis_names: Optional[Sequence[str]]) -> "LazyTensor":
+        """The same tensor labelled with ``axis_names`` (one per dimension), e.g. for a file without names.
+
+        >>> import tempfile, os, numpy as np
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_state_dict({"w": np.zeros((2, 3), np.float32)}, os.path.join(d, "m.st"))
+        ...     load_state_dict(os.path.join(d, "m.st"), lazy=True)["w"].with_axis_names(("embed", "mlp")).axis_names
+        ('embed', 'mlp')
+        """
+        if axis_names is not None:
+            axis_names = tuple(axis_names)
+            if len(axis_names) != len(self.shape):
+                raise ValueError(f"LazyTensor {self.key!r} of shape {self.shape}: {len(axis_names)} axis names "
+                                 f"{axis_names} given")
+        return LazyTensor(self._owner, self.key, self.shape, self.dtype, axis_names)
+
+    def truncated(self, n: int) -> "LazyTensor":
+        """A view of the first ``n`` entries along the first dimension (read from the file as needed).
+
+        >>> import tempfile, os, numpy as np
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_state_dict({"w": np.arange(8.0).reshape(4, 2)}, os.path.join(d, "m.st"))
+        ...     np.asarray(load_state_dict(os.path.join(d, "m.st"), lazy=True)["w"].truncated(2)).tolist()
+        [[0.0, 1.0], [2.0, 3.0]]
+        """
+        if not self.shape or not 0 <= n <= self.shape[0]:
+            raise ValueError(f"LazyTensor {self.key!r} of shape {self.shape}: cannot keep the first {n} entries")
+        return LazyTensor(self._owner, self.key, (n, *self.shape[1:]), self.dtype, self.axis_names)
 
     def __repr__(self) -> str:
         return f"LazyTensor({self.key!r}, shape={self.shape}, dtype={self.dtype}, axis_names={self.axis_names})"
@@ -497,7 +573,12 @@ class LazyStateDict(Mapping[str, LazyTensor]):
         self.path = pathlib.Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"load_state_dict: no file {str(self.path)!r}")
-        self._handle = safe_open(str(self.path), framework="numpy")
+        from safetensors import SafetensorError
+
+        try:
+            self._handle = safe_open(str(self.path), framework="numpy")
+        except SafetensorError as e:
+            raise ValueError(f"load_state_dict: {str(self.path)!r} is not a readable safetensors file ({e})") from e
         self.metadata: dict[str, str] = dict(self._handle.metadata() or {})
         names = json.loads(self.metadata[AXES_METADATA_KEY]) if AXES_METADATA_KEY in self.metadata else {}
         self._tensors: dict[str, LazyTensor] = {}
@@ -516,7 +597,10 @@ class LazyStateDict(Mapping[str, LazyTensor]):
         self.bytes_read = 0
 
     def _read(self, key: str, index: Any) -> np.ndarray:
-        block = np.asarray(self._handle.get_slice(key)[index])
+        if index == ():  # a 0-d tensor (get_slice gives it one dimension)
+            block = np.asarray(self._handle.get_tensor(key))
+        else:
+            block = np.asarray(self._handle.get_slice(key)[index])
         self.bytes_read += block.nbytes
         return block
 
@@ -658,9 +742,9 @@ def _source(value: Any, template: Any, key: str, groups: Optional[tuple[tuple[st
         stored_groups = expected
     want = tuple(math.prod(sizes[n] for n in g) for g in stored_groups)
     if tuple(raw.shape) != want:
-        layout = ", ".join(_flat_name(g) for g in stored_groups)
+        layout = f" ({', '.join(_flat_name(g) for g in stored_groups)})" if stored_groups else ""
         raise ValueError(f"state dict key {key!r}: the stored tensor has shape {tuple(raw.shape)}, the template "
-                         f"{t_desc} wants {want} ({layout})")
+                         f"{t_desc} wants {want}{layout}")
     if _dtype_kind(raw.dtype) != _dtype_kind(template.dtype):
         raise TypeError(f"state dict key {key!r}: the stored tensor has dtype {np.dtype(raw.dtype)}, the template "
                         f"{np.dtype(template.dtype)} (a {_dtype_kind(raw.dtype)} is not cast to a "
@@ -971,7 +1055,7 @@ def save_state_dict(state_dict: Mapping[str, Any], path: Union[str, os.PathLike]
             axes[key] = list(value.axis_names)
             value = value.array
         if isinstance(value, LazyTensor) or (is_jax_array_like(value) and not isinstance(value, jax.ShapeDtypeStruct)):
-            tensors[key] = np.ascontiguousarray(_to_host(value))
+            tensors[key] = np.array(_to_host(value), order="C")  # (ascontiguousarray makes a scalar 1-d)
         else:
             raise TypeError(f"save_state_dict: the value of key {key!r} is a {type(value).__name__}, not an array")
     header = {"format": "pt", **dict(metadata or {})}

@@ -43,7 +43,8 @@ TEMPLATE = trees(0)
 
 def assert_is_step(loaded, step):
     want = trees(step)
-    got, ref = jax.tree_util.tree_leaves(loaded, is_leaf=nx.is_named), jax.tree_util.tree_leaves(want, is_leaf=nx.is_named)
+    got = jax.tree_util.tree_leaves(loaded, is_leaf=nx.is_named)
+    ref = jax.tree_util.tree_leaves(want, is_leaf=nx.is_named)
     assert len(got) == len(ref)
     for a, b in zip(got, ref):
         if isinstance(b, nx.NamedArray):
@@ -140,7 +141,8 @@ def test_damaged_latest_is_reported_in_one_line_and_skipped(tmp_path, caplog, ki
     ckpt.save(tmp_path, 1, trees(1), extra={"note": "hello"})
     newest = ckpt.save(tmp_path, 2, trees(2), extra={"note": "hello"})
     damage(newest)
-    with pytest.raises(ckpt.CheckpointError, match=f"^{re.escape(str(newest))}: {reason}$") as err:  # load() alone refuses it
+    # load() alone refuses it
+    with pytest.raises(ckpt.CheckpointError, match=f"^{re.escape(str(newest))}: {reason}$") as err:
         ckpt.load(newest, TEMPLATE)
     assert err.value.path == newest
     caplog.set_level(logging.WARNING, logger="namax.checkpoint")

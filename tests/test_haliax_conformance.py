@@ -16,36 +16,8 @@ NAMES_FILE = pathlib.Path(__file__).parent / "data" / "haliax_public_names.txt"
 
 _ISSUE_13 = "issue 13 (later)"
 DEFERRED = {
-    # state_dict: (de)serialisation of modules to flat dicts
-    **{f"state_dict.{n}": f"{_ISSUE_13}: state dicts" for n in (
-        "ModuleWithStateDictSerialization", "StateDict", "flatten_modules_for_export", "from_state_dict",
-        "from_torch_compatible_state_dict", "load_state_dict", "save_state_dict", "to_numpy_state_dict",
-        "to_state_dict", "to_torch_compatible_state_dict", "unflatten_modules_from_export", "with_prefix")},
-    "nn.ArrayStacked": f"{_ISSUE_13}: nn layer",
-    "nn.ConvTranspose": f"{_ISSUE_13}: nn layer",
-    "nn.MoELinear": f"{_ISSUE_13}: nn layer",
-    "nn.ragged_dot": f"{_ISSUE_13}: nn function",
-    **{f"nn.attention.{n}": f"{_ISSUE_13}: attention helper" for n in (
-        "alibi_attention_bias", "dot_product_attention_weights", "forgetful_causal_mask", "mask_to_bias",
-        "prefix_lm_mask")},
-    "nn.relu_squared": f"{_ISSUE_13}: activation",
-    "nn.activations.relu_squared": f"{_ISSUE_13}: activation",
-    "nn.cross_entropy_loss_and_log_normalizers": f"{_ISSUE_13}: loss",
-    "nn.loss.cross_entropy_loss_and_log_normalizers": f"{_ISSUE_13}: loss",
-    "nn.reduce_loss": f"{_ISSUE_13}: loss",
-    "nn.loss.reduce_loss": f"{_ISSUE_13}: loss",
-    "nn.loss.maybe_reduce_loss": f"{_ISSUE_13}: loss",
-    **{f"nn.mup.{n}": f"{_ISSUE_13}: muP parametrisations" for n in (
-        "AbstractEmbeddingReparam", "AbstractLinearReparam", "AbstractReparam", "EmbeddingMup",
-        "EmbeddingStandardParam", "HiddenLinearMup", "InputLinearMup", "LinearStandardParam", "OutputLinearMup",
-        "ReparamEnabled")},
-    "shard_map": f"{_ISSUE_13}: shard_map",
-    "partitioning.shard_map": f"{_ISSUE_13}: shard_map",
-    "set_mesh": f"{_ISSUE_13}: set_mesh",
-    "debug": f"{_ISSUE_13}: debug module",
-    **{f"debug.{n}": f"{_ISSUE_13}: debug module" for n in (
-        "ModuleProblems", "describe_array", "diagnose_common_issues", "visualize_named_sharding",
-        "visualize_shardings")},
+    "nn.ArrayStacked": "not planned: a stack of modules with plain (unnamed) array leaves, indexed by leading "
+                       "position, that refuses NamedArray leaves; namax modules are named, use nn.Stacked",
     "quantization": f"{_ISSUE_13}: quantization module",
 }
 

@@ -5,7 +5,10 @@ not needed) saved with ``save_pretrained``.
 """
 
 import json
+import pathlib
+import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +117,23 @@ def test_a_wrong_shape_names_the_key(hf_source, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"state dict key 'h\.0\.mlp\.c_fc\.weight'.*\(32, 128\)"):
         gpt2.from_hf(tmp_path)
+
+
+def test_import_into_the_training_demos_gpt(hf_source):
+    """``from_hf_into`` fills ``examples/gpt.py``'s GPT (other field names, same axis names) by name."""
+    folder, ids, logits, _ = hf_source
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        from gpt import GPT, GPTConfig
+    finally:
+        sys.path.pop(0)
+    seq_len = ids.shape[1]
+    config = GPTConfig(seq_len=seq_len, embed=CONFIG["n_embd"], heads=CONFIG["n_head"], layers=CONFIG["n_layer"],
+                       vocab=CONFIG["vocab_size"])
+    template = eqx.filter_eval_shape(GPT.init, config, key=jax.random.key(0))
+    demo = gpt2.from_hf_into(template, folder, positions=seq_len)
+    diff = np.abs(_namax_logits(demo, ids) - logits).max()
+    print(f"max |examples GPT - transformers| logits: {diff:.3g}")
+    assert diff <= 1e-4
+    with pytest.raises(ValueError, match=r"key 'pos_embed\.weight'.*shape \(64, 32\)"):
+        gpt2.from_hf_into(template, folder)  # all 64 positions for a 16-position model

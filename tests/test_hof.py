@@ -563,3 +563,18 @@ def test_offload_policy_gives_the_same_gradients_under_jit():
         close(got, ref)
     with pytest.raises(ValueError, match=r"\['mid'\] are both saved and offloaded"):
         nx.ScanCheckpointPolicy(save_block_internals=["mid"], offload_block_internals=["mid"])
+
+
+def test_per_leaf_scalar_reductions_rebuild_named_trees():
+    """optax's tree utilities map every leaf to a scalar and rebuild the tree (tree_norm,
+    clip_by_global_norm): a NamedArray around a 0-d value is allowed, so they work."""
+    import optax
+
+    A, B = nx.Axis("a", 3), nx.Axis("b", 4)
+    params = {"w": nx.ones((A, B)), "v": nx.arange(A).astype(float)}
+    norm = optax.tree_utils.tree_norm(params)
+    want = np.sqrt(12.0 + sum(float(v) ** 2 for v in range(3)))
+    np.testing.assert_allclose(float(norm), want, rtol=1e-6)
+    clipped, _ = optax.clip_by_global_norm(1.0).update(params, optax.EmptyState())
+    np.testing.assert_allclose(float(optax.tree_utils.tree_norm(clipped)), 1.0, rtol=1e-5)
+    assert clipped["w"].axes == (A, B)

@@ -10,8 +10,8 @@ transformers', so the state-dict keys are transformers' keys.
 :func:`from_hf` reads a transformers GPT-2 folder (``config.json`` and
 ``model.safetensors``, in PyTorch's layout as ``GPT2LMHeadModel.save_pretrained`` writes
 it, or the Flax layout of ``FlaxGPT2LMHeadModel.save_pretrained(..., safe_serialization=True)``);
-:func:`to_hf` writes a folder in PyTorch's layout, which transformers' PyTorch and Flax
-classes both load.
+:func:`to_hf` writes a folder in PyTorch's layout (the canonical Hugging Face format), which
+transformers' Flax class loads without torch.
 
 >>> import jax, namax as nx
 >>> config = GPT2Config(vocab_size=50, n_positions=16, n_embd=8, n_layer=2, n_head=2)
@@ -28,7 +28,8 @@ import json
 import math
 import os
 import pathlib
-from typing import Any, Mapping, Optional, Union
+import re
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import equinox as eqx
 import jax
@@ -41,8 +42,8 @@ from ..layout import weight_axes
 from ..named import NamedArray
 from ..ops import creation, dot as _dot, elementwise as ew, shape as _shape
 from ..state_dict import (
-    LazyStateDict, ModuleWithStateDictSerialization, from_torch_compatible_state_dict, save_state_dict,
-    to_torch_compatible_state_dict,
+    LazyStateDict, LazyTensor, ModuleWithStateDictSerialization, flatten_modules_for_export,
+    from_torch_compatible_state_dict, save_state_dict, to_state_dict, to_torch_compatible_state_dict,
 )
 
 PathLike = Union[str, os.PathLike]
@@ -131,7 +132,13 @@ class Conv1D(nn.Linear, ModuleWithStateDictSerialization):
 
     @staticmethod
     def init(In, Out, *, key, init_std: float = 0.02, dtype: Any = jnp.float32) -> "Conv1D":
-        """N(0, ``init_std``) weights (GPT-2's scheme) and a zero bias, stored in the backend's order."""
+        """N(0, ``init_std``) weights (GPT-2's scheme) and a zero bias, stored in the backend's order.
+
+        >>> import jax, namax as nx
+        >>> E, M = nx.make_axes(embed=4, mlp=6)
+        >>> Conv1D.init(E, M, key=jax.random.key(0))(nx.ones(E)).axes
+        (Axis('mlp', 6),)
+        """
         weight = nxrandom.normal(key, weight_axes(_tuple(In), _tuple(Out)), dtype=dtype) * init_std
         return Conv1D(weight, creation.zeros(Out, dtype=dtype), In, Out)
 
@@ -146,7 +153,15 @@ def _tuple(spec):
 
 
 class Gpt2Attention(ModuleWithStateDictSerialization):
-    """Causal multi-head self-attention: ``c_attn`` (embed -> qkv, heads, head_size), ``c_proj`` back."""
+    """Causal multi-head self-attention: ``c_attn`` (embed -> qkv, heads, head_size), ``c_proj`` back.
+
+    >>> import jax, namax as nx
+    >>> config = GPT2Config(n_positions=4, n_embd=8, n_head=2)
+    >>> attn = Gpt2Attention.init(config, key=jax.random.key(0))
+    >>> Pos = nx.Axis("position", 3)
+    >>> attn(nx.ones((Pos, config.Embed)), nx.nn.causal_mask(Pos, Pos.alias("key_position"))).axes
+    (Axis('position', 3), Axis('embed', 8))
+    """
 
     c_attn: Conv1D
     c_proj: Conv1D
@@ -172,7 +187,13 @@ class Gpt2Attention(ModuleWithStateDictSerialization):
 
 
 class Gpt2Mlp(ModuleWithStateDictSerialization):
-    """``c_proj(gelu_new(c_fc(x)))``."""
+    """``c_proj(gelu_new(c_fc(x)))``.
+
+    >>> import jax, namax as nx
+    >>> config = GPT2Config(n_embd=8, n_head=2)
+    >>> Gpt2Mlp.init(config, key=jax.random.key(0)).c_fc.weight.shape == {"embed": 8, "mlp": 32}
+    True
+    """
 
     c_fc: Conv1D
     c_proj: Conv1D
@@ -189,7 +210,14 @@ class Gpt2Mlp(ModuleWithStateDictSerialization):
 
 
 class Gpt2Block(ModuleWithStateDictSerialization):
-    """Pre-norm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+    """Pre-norm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
+
+    >>> import jax
+    >>> from namax.state_dict import to_torch_compatible_state_dict
+    >>> block = Gpt2Block.init(GPT2Config(n_embd=8, n_head=2), key=jax.random.key(0))
+    >>> to_torch_compatible_state_dict(block)["attn.c_attn.weight"].shape  # transformers' Conv1D: [in, out]
+    (8, 24)
+    """
 
     ln_1: nn.LayerNorm
     attn: Gpt2Attention
@@ -209,7 +237,15 @@ class Gpt2Block(ModuleWithStateDictSerialization):
 
 
 class Gpt2Transformer(ModuleWithStateDictSerialization):
-    """transformers' ``GPT2Model``: ``wte``, ``wpe``, the blocks ``h`` and ``ln_f``."""
+    """transformers' ``GPT2Model``: ``wte``, ``wpe``, the blocks ``h`` and ``ln_f``.
+
+    >>> import jax
+    >>> from namax.state_dict import to_torch_compatible_state_dict
+    >>> config = GPT2Config(vocab_size=10, n_positions=4, n_embd=8, n_layer=2, n_head=2)
+    >>> sd = to_torch_compatible_state_dict(Gpt2Transformer.init(config, key=jax.random.key(0)))
+    >>> sd["wte.weight"].shape, sd["h.1.mlp.c_proj.weight"].shape
+    ((10, 8), (32, 8))
+    """
 
     wte: nn.Embedding
     wpe: nn.Embedding
@@ -236,7 +272,14 @@ class Gpt2Transformer(ModuleWithStateDictSerialization):
 
 
 class Gpt2LMHeadModel(ModuleWithStateDictSerialization):
-    """GPT-2 with its tied LM head: ``model(ids)`` maps ``[..., position]`` ids to ``[..., position, vocab]`` logits."""
+    """GPT-2 with its tied LM head: ``model(ids)`` maps ``[..., position]`` ids to ``[..., position, vocab]`` logits.
+
+    >>> import jax, jax.numpy as jnp, namax as nx
+    >>> model = Gpt2LMHeadModel.init(GPT2Config(vocab_size=10, n_positions=4, n_embd=8, n_layer=1, n_head=2),
+    ...                              key=jax.random.key(0))
+    >>> model(nx.zeros(nx.Axis("position", 3), dtype=jnp.int32)).axes
+    (Axis('position', 3), Axis('vocab', 10))
+    """
 
     transformer: Gpt2Transformer
     config: GPT2Config = eqx.field(static=True)
@@ -272,8 +315,44 @@ def load_hf_config(directory: PathLike) -> GPT2Config:
     return GPT2Config.from_hf_config(json.loads(path.read_text()))
 
 
-def _torch_view(directory: pathlib.Path) -> dict[str, Any]:
-    """The folder's weights as a torch-layout GPT2Model state dict (no ``transformer.`` prefix)."""
+def _torch_names(config: GPT2Config) -> dict[str, tuple[str, ...]]:
+    """The axis names of each dimension of each torch-layout tensor (``h.0.attn.c_attn.weight``:
+    ``('embed', 'qkv*heads*head_size')``), from this module's own export layouts."""
+    template = eqx.filter_eval_shape(Gpt2Transformer.init, config, key=jax.random.key(0))
+    flat = jax.eval_shape(lambda t: to_state_dict(flatten_modules_for_export(t)), template)
+    return {k: v.axis_names for k, v in flat.items()}
+
+
+def _named(array: np.ndarray, names: tuple[str, ...]) -> NamedArray:
+    return NamedArray(array, tuple(Axis(n, s) for n, s in zip(names, array.shape)))
+
+
+def hf_state_dict(directory: PathLike, *, positions: Optional[int] = None) -> dict[str, Any]:
+    """A transformers GPT-2 folder's weights as a named, torch-layout ``GPT2Model`` state dict.
+
+    >>> import jax, tempfile
+    >>> model = Gpt2LMHeadModel.init(GPT2Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2),
+    ...                              key=jax.random.key(0))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     to_hf(model, d)
+    ...     sd = hf_state_dict(d, positions=4)
+    ...     sd["h.0.attn.c_attn.weight"].axis_names, sd["wpe.weight"].shape
+    (('embed', 'qkv*heads*head_size'), (4, 8))
+
+    Keys lose a ``transformer.`` prefix; the tied ``lm_head`` (checked equal to ``wte``) and
+    causal-mask buffers are dropped. Each value is labelled with its axis names (a
+    flattened dimension is named ``qkv*heads*head_size``), so any namax model whose layers
+    use GPT-2's axis names reads it by name, e.g. with
+    :func:`namax.state_dict.from_torch_compatible_state_dict`. PyTorch-layout tensors stay
+    in the file (:class:`~namax.state_dict.LazyTensor`, read per device); Flax-layout ones
+    are read and transposed. ``positions`` keeps the first rows of ``wpe`` only (a model
+    with a shorter context).
+    """
+    directory = pathlib.Path(directory)
+    config = load_hf_config(directory)
+    if positions is not None and not 1 <= positions <= config.n_positions:
+        raise ValueError(f"GPT-2: positions={positions} is not within [1, n_positions={config.n_positions}]")
+    names = _torch_names(config)
     path = directory / _WEIGHTS
     if not path.is_file():
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
@@ -287,23 +366,32 @@ def _torch_view(directory: pathlib.Path) -> dict[str, Any]:
     lm_head = None
     for key, tensor in sd.items():
         name = key[len("transformer."):] if key.startswith("transformer.") else key
-        if name == "lm_head.weight" or name == "lm_head.kernel":
+        if name in ("lm_head.weight", "lm_head.kernel"):
             lm_head = (key, tensor)
             continue
         if name.endswith(_BUFFERS):
             continue
+        value: Any = tensor
         if fmt == "flax":  # Flax: kernel [out, in] (Conv1D's transpose), embedding, scale
             stem, _, leaf = name.rpartition(".")
             if leaf == "kernel":
-                out[f"{stem}.weight"] = np.ascontiguousarray(np.asarray(tensor).T)
-                continue
-            if leaf in ("embedding", "scale"):
+                name, value = f"{stem}.weight", np.ascontiguousarray(np.asarray(tensor).T)
+            elif leaf in ("embedding", "scale"):
                 name = f"{stem}.weight"
-        out[name] = tensor
+        if name not in names:
+            raise ValueError(f"GPT-2: {path} has a tensor {key!r} that a GPT-2 with this config does not have")
+        if name == "wpe.weight" and positions is not None:
+            value = value.truncated(positions) if isinstance(value, LazyTensor) else np.asarray(value)[:positions]
+        if isinstance(value, LazyTensor):
+            value = value.with_axis_names(names[name])
+        else:
+            value = _named(np.asarray(value), names[name])
+        out[name] = value
     if lm_head is not None:  # tied to wte: accepted only if it is wte
-        if "wte.weight" not in out or not np.array_equal(np.asarray(lm_head[1]).reshape(-1),
-                                                         np.asarray(out["wte.weight"]).reshape(-1)):
-            raise ValueError(f"GPT-2: {path} has an untied {lm_head[0]!r}; this model ties the LM head to wte")
+        wte = out.get("wte.weight")
+        wte_values = None if wte is None else np.asarray(wte.array if isinstance(wte, NamedArray) else wte)
+        if wte_values is None or not np.array_equal(np.asarray(lm_head[1]).reshape(-1), wte_values.reshape(-1)):
+            raise ValueError(f"GPT-2: {path} has an untied {lm_head[0]!r}; GPT-2 here ties the LM head to wte")
     return out
 
 
@@ -320,19 +408,68 @@ def from_hf(directory: PathLike, *, mapping: Optional[Mapping[str, Any]] = None,
     >>> bool((back.transformer.wte.weight.array == model.transformer.wte.weight.array).all())
     True
 
-    Reads ``config.json`` and ``model.safetensors`` (PyTorch layout, keys with or without
-    ``transformer.``; or the Flax layout). Under an axis mapping (``mapping=``/``mesh=`` or
-    :func:`namax.axis_mapping`) each device reads only its block of each PyTorch-layout
-    tensor. Unknown keys, missing keys, shape mismatches and an untied ``lm_head`` are errors.
+    Reads ``config.json`` and ``model.safetensors`` (see :func:`hf_state_dict`). Under an
+    axis mapping (``mapping=``/``mesh=`` or :func:`namax.axis_mapping`) each device reads
+    only its block of each PyTorch-layout tensor. Unknown keys, missing keys, shape
+    mismatches and an untied ``lm_head`` are errors naming the key.
     """
     directory = pathlib.Path(directory)
     config = load_hf_config(directory)
     template = eqx.filter_eval_shape(Gpt2LMHeadModel.init, config, key=jax.random.key(0))
     if dtype != jnp.float32:
         template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), template)
-    sd = _torch_view(directory)
-    transformer = from_torch_compatible_state_dict(template.transformer, sd, mapping=mapping, mesh=mesh)
+    transformer = from_torch_compatible_state_dict(template.transformer, hf_state_dict(directory), mapping=mapping,
+                                                   mesh=mesh)
     return Gpt2LMHeadModel(transformer, config)
+
+
+EXAMPLES_GPT_KEYS = (
+    (r"^wte\.", "token_embed."),
+    (r"^wpe\.", "pos_embed."),
+    (r"^h\.(\d+)\.ln_1\.", r"blocks.\1.ln1."),
+    (r"^h\.(\d+)\.ln_2\.", r"blocks.\1.ln2."),
+    (r"^h\.(\d+)\.attn\.c_attn\.", r"blocks.\1.attn.qkv."),
+    (r"^h\.(\d+)\.attn\.c_proj\.", r"blocks.\1.attn.out."),
+    (r"^h\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.mlp.layers.0."),
+    (r"^h\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.mlp.layers.1."),
+    (r"^ln_f\.", "ln_f."),
+)
+"""transformers GPT-2 keys -> the keys of ``examples/gpt.py``'s ``GPT`` (regex, replacement): the same
+architecture and axis names, other field names."""
+
+
+def from_hf_into(template: Any, directory: PathLike, key_map: Sequence[tuple[str, str]] = EXAMPLES_GPT_KEYS, *,
+                 positions: Optional[int] = None, mapping: Optional[Mapping[str, Any]] = None,
+                 mesh: Any = None) -> Any:
+    """Any GPT-2-shaped namax model (``template``) with a transformers GPT-2 folder's weights, by axis name.
+
+    >>> import jax, tempfile
+    >>> model = Gpt2LMHeadModel.init(GPT2Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2),
+    ...                              key=jax.random.key(0))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     to_hf(model, d)
+    ...     back = from_hf_into(model, d, [(r"^", "transformer.")])  # this module's own model, as a check
+    >>> w = back.transformer.h.stacked.attn.c_attn.weight
+    >>> bool((w.array == model.transformer.h.stacked.attn.c_attn.weight.array).all())
+    True
+
+    Each key of :func:`hf_state_dict` is renamed by the first ``key_map`` rule that matches
+    (``re.sub``; no match is an error); the default maps onto ``examples/gpt.py``'s ``GPT``
+    (build its template with ``GPTConfig(seq_len=S, embed=n_embd, heads=n_head,
+    layers=n_layer, vocab=vocab_size)`` and pass ``positions=S``). The template's layers
+    read the tensors in their own torch layouts by axis name (a ``Linear`` reads
+    GPT-2's ``[in, out]`` Conv1D weights transposed), per device under an axis mapping.
+    """
+    hf = hf_state_dict(directory, positions=positions)
+    renamed: dict[str, Any] = {}
+    for key, value in hf.items():
+        for pattern, replacement in key_map:
+            if re.search(pattern, key):
+                renamed[re.sub(pattern, replacement, key, count=1)] = value
+                break
+        else:
+            raise KeyError(f"from_hf_into: no key_map rule renames the GPT-2 key {key!r}")
+    return from_torch_compatible_state_dict(template, renamed, mapping=mapping, mesh=mesh)
 
 
 def to_hf(model: Gpt2LMHeadModel, directory: PathLike, *, prefix: Optional[str] = "transformer") -> None:
@@ -348,9 +485,9 @@ def to_hf(model: Gpt2LMHeadModel, directory: PathLike, *, prefix: Optional[str] 
 
     Keys are those of transformers' ``GPT2LMHeadModel.save_pretrained`` (``transformer.h.0.attn.c_attn.weight``,
     Conv1D weights ``[in, out]``; the tied ``lm_head.weight`` left out); ``prefix=None``
-    gives a ``GPT2Model``'s keys (``h.0...``). transformers' ``GPT2LMHeadModel`` and
-    ``FlaxGPT2LMHeadModel`` (which converts a ``format: pt`` safetensors file without torch)
-    both load the folder.
+    gives a ``GPT2Model``'s keys (``h.0...``). transformers' ``FlaxGPT2LMHeadModel.from_pretrained``
+    loads the folder without torch (it converts a ``format: pt`` safetensors file itself);
+    the PyTorch class reads this same layout (not tested here: torch is not installed).
     """
     if not isinstance(model, Gpt2LMHeadModel):
         raise TypeError(f"to_hf: expected a Gpt2LMHeadModel, got {type(model).__name__}")
@@ -383,4 +520,4 @@ def init_from_hf(directory: PathLike, *, mapping: Optional[Mapping[str, Any]] = 
 
 
 __all__ = ["GPT2Config", "Conv1D", "Gpt2Attention", "Gpt2Mlp", "Gpt2Block", "Gpt2Transformer", "Gpt2LMHeadModel",
-           "load_hf_config", "from_hf", "to_hf", "init_from_hf"]
+           "load_hf_config", "hf_state_dict", "from_hf", "from_hf_into", "EXAMPLES_GPT_KEYS", "to_hf", "init_from_hf"]

@@ -71,6 +71,17 @@ def quick_gelu(x: Any) -> Any:
     return x * sigmoid(1.702 * x)
 
 
+def relu_squared(x: Any) -> Any:
+    """``relu(x) ** 2``, elementwise (Primer's activation); a NamedArray keeps its axes.
+
+    >>> import namax as nx
+    >>> x = nx.arange(nx.Axis("embed", 4), dtype=float) - 2.0
+    >>> relu_squared(x).array.tolist()
+    [0.0, 0.0, 0.0, 1.0]
+    """
+    return unary(lambda a: jax.numpy.square(jax.nn.relu(a)), x)
+
+
 def _halves(x: NamedArray, axis: AxisSelector, what: str) -> tuple[NamedArray, NamedArray]:
     if not isinstance(x, NamedArray):
         raise TypeError(f"{what}: expected a NamedArray, got {type(x).__name__}")
@@ -126,5 +137,5 @@ def geglu(x: NamedArray, axis: AxisSelector) -> NamedArray:
 __all__ = [
     "relu", "relu6", "sigmoid", "log_sigmoid", "softplus", "soft_sign", "silu", "swish", "elu", "celu",
     "selu", "leaky_relu", "hard_tanh", "hard_sigmoid", "hard_silu", "hard_swish", "tanh", "gelu",
-    "quick_gelu", "gated", "glu", "swiglu", "geglu",
+    "quick_gelu", "relu_squared", "gated", "glu", "swiglu", "geglu",
 ]

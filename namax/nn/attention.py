@@ -9,6 +9,7 @@ element and head).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional
 
 import equinox as eqx
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from ..axis import Axis, AxisSelection, AxisSelector, axis_name, axis_names, ensure_tuple
-from ..named import NamedArray, _axes_str
+from ..named import NamedArray, _axes_str, wrap
 from ..ops import elementwise as ew
 from ..ops.creation import arange
 from ..ops.dot import dot
@@ -83,6 +84,186 @@ def combine_masks_or(*masks: Optional[NamedArray]) -> Optional[NamedArray]:
     for m in present[1:]:
         out = out | m
     return out
+
+
+def prefix_lm_mask(QSeqLen: Axis, KSeqLen: Axis, prefix_len: Any, q_start: Any = 0, k_start: Any = 0) -> NamedArray:
+    """``[QSeqLen, KSeqLen]`` PrefixLM mask: every query sees the first ``prefix_len`` keys
+    (counted from the start of ``KSeqLen``), and the later keys causally (as :func:`causal_mask`
+    with ``q_start``/``k_start``).
+
+    >>> import namax as nx
+    >>> Q, K = nx.Axis("position", 4), nx.Axis("key_position", 4)
+    >>> prefix_lm_mask(Q, K, 2).array.astype(int).tolist()
+    [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    """
+    for arg, ax in (("QSeqLen", QSeqLen), ("KSeqLen", KSeqLen)):
+        if not isinstance(ax, Axis):
+            raise TypeError(f"prefix_lm_mask: {arg} must be an Axis (with a size), got {ax!r}")
+    if isinstance(prefix_len, numbers.Integral) and prefix_len < 0:
+        raise ValueError(f"prefix_lm_mask: prefix_len must be >= 0, got {prefix_len}")
+    causal = causal_mask(QSeqLen, KSeqLen, q_start=q_start, k_start=k_start)
+    return causal | (arange(KSeqLen) < prefix_len)
+
+
+def forgetful_causal_mask(KPos: Axis, mask_prob: Any, sample_prob: bool = True, *, key: jax.Array) -> NamedArray:
+    """A random bool ``[KPos]`` mask that drops each key position with probability
+    ``mask_prob`` (Forgetful Causal Masking, arXiv:2210.13432); position 0 is always kept.
+
+    With ``sample_prob=True`` (the paper's recipe) the drop probability itself is drawn
+    uniformly from ``[0, mask_prob)`` first. AND the result with a causal mask.
+
+    >>> import jax, namax as nx
+    >>> K = nx.Axis("key_position", 6)
+    >>> m = forgetful_causal_mask(K, 0.5, key=jax.random.key(0))
+    >>> m.axes, m.dtype, bool(m.array[0])
+    ((Axis('key_position', 6),), dtype('bool'), True)
+    """
+    if not isinstance(KPos, Axis):
+        raise TypeError(f"forgetful_causal_mask: KPos must be an Axis (with a size), got {KPos!r}")
+    zeroth = arange(KPos) == 0
+    if isinstance(mask_prob, numbers.Real):
+        if not 0.0 <= mask_prob <= 1.0:
+            raise ValueError(f"forgetful_causal_mask: mask_prob must lie in [0, 1], got {mask_prob}")
+        if mask_prob == 0:
+            return wrap(jnp.ones((KPos.size,), dtype=jnp.bool_), (KPos,))
+        if mask_prob == 1:
+            return zeroth
+    p = mask_prob
+    if sample_prob:
+        key, sub = jax.random.split(key)
+        p = jax.random.uniform(sub, (), minval=0.0, maxval=mask_prob)
+    keep = wrap(jax.random.bernoulli(key, 1.0 - p, (KPos.size,)), (KPos,))
+    return keep | zeroth
+
+
+def alibi_slopes(Heads: Axis, bias_max: float = 8) -> NamedArray:
+    """The per-head ALiBi slopes over ``Heads`` (arXiv:2108.12409): for ``n`` heads, a power
+    of two, ``r, r**2, ..., r**n`` with ``r = 2 ** (-bias_max / n)``; otherwise those of the
+    nearest smaller power of two followed by every other slope of the next larger one.
+
+    >>> import namax as nx
+    >>> alibi_slopes(nx.Axis("heads", 2)).array.tolist()
+    [0.0625, 0.00390625]
+    """
+    if not isinstance(Heads, Axis) or Heads.size < 1:
+        raise TypeError(f"alibi_slopes: Heads must be an Axis of size >= 1, got {Heads!r}")
+
+    def power_of_two(n: int) -> list[float]:
+        r = 2.0 ** (-bias_max / n)
+        return [r ** (i + 1) for i in range(n)]
+
+    n = Heads.size
+    low = 2 ** int(math.floor(math.log2(n)))
+    slopes = power_of_two(low) if low == n else power_of_two(low) + power_of_two(2 * low)[0::2][: n - low]
+    return wrap(jnp.asarray(slopes, dtype=jnp.float32), (Heads,))
+
+
+def alibi_attention_bias(Heads: Axis, KPos: Axis, bias_max: float = 8, dtype: Any = jnp.float32) -> NamedArray:
+    """``[Heads, KPos]`` ALiBi bias: each head's slope (:func:`alibi_slopes`) times the key
+    position. Added to the scores it equals the paper's ``-slope * (i - j)`` up to a
+    per-query constant, which the softmax ignores.
+
+    >>> import namax as nx
+    >>> b = alibi_attention_bias(nx.Axis("heads", 2), nx.Axis("key_position", 3))
+    >>> b.axes, b.array.tolist()
+    ((Axis('heads', 2), Axis('key_position', 3)), [[0.0, 0.0625, 0.125], [0.0, 0.00390625, 0.0078125]])
+    """
+    if not isinstance(KPos, Axis):
+        raise TypeError(f"alibi_attention_bias: KPos must be an Axis (with a size), got {KPos!r}")
+    if KPos.name == getattr(Heads, "name", None):
+        raise ValueError(f"alibi_attention_bias: Heads and KPos share the name {KPos.name!r}")
+    slopes = alibi_slopes(Heads, bias_max).array
+    return wrap((slopes[:, None] * jnp.arange(KPos.size, dtype=jnp.float32)[None, :]).astype(dtype), (Heads, KPos))
+
+
+def mask_to_bias(mask: NamedArray, mask_value: float = -1e9) -> NamedArray:
+    """An additive bias from a bool mask: ``0`` where the mask is True (may attend),
+    ``mask_value`` where it is False; same axes.
+
+    (Haliax's ``mask_to_bias`` returns ``mask * mask_value``, i.e. ``mask_value`` where the
+    mask is True; here masks mean "True = attend" throughout, so the bias blocks the False
+    entries.)
+
+    >>> import namax as nx
+    >>> Q, K = nx.Axis("position", 2), nx.Axis("key_position", 2)
+    >>> mask_to_bias(causal_mask(Q, K), -100.0).array.tolist()
+    [[0.0, -100.0], [0.0, 0.0]]
+    """
+    if not isinstance(mask, NamedArray):
+        raise TypeError(f"mask_to_bias: mask must be a bool NamedArray, got {type(mask).__name__}")
+    if not jnp.issubdtype(mask.dtype, jnp.bool_):
+        raise TypeError(f"mask_to_bias: mask {_axes_str(mask.axes)} must be bool (True = attend), got dtype {mask.dtype}")
+    return wrap(jnp.where(mask.array, 0.0, mask_value).astype(jnp.result_type(float)), mask.axes)
+
+
+def _check_qk(Key: AxisSelector, KPos: AxisSelection, query: Any, key: Any, what: str) -> tuple[str, tuple[str, ...]]:
+    for arg, arr in (("query", query), ("key", key)):
+        if not isinstance(arr, NamedArray):
+            raise TypeError(f"{what}: {arg} must be a NamedArray, got {type(arr).__name__}")
+    key_name, kpos = axis_name(Key), axis_names(KPos)
+    for arg, arr, needed in (("query", query, (key_name,)), ("key", key, kpos + (key_name,))):
+        missing = [n for n in needed if not arr.has_axis(n)]
+        if missing:
+            raise ValueError(f"{what}: {arg} {_axes_str(arr.axes)} lacks the axes {missing}")
+    if query.axis_size(key_name) != key.axis_size(key_name):
+        raise ValueError(f"{what}: the {key_name!r} axis has size {query.axis_size(key_name)} in the query "
+                         f"{_axes_str(query.axes)} but {key.axis_size(key_name)} in the key {_axes_str(key.axes)}")
+    shared = [n for n in kpos if query.has_axis(n)]
+    if shared:
+        raise ValueError(f"{what}: the query {_axes_str(query.axes)} has the key position axes {shared}; "
+                         "rename the key's positions (e.g. key.rename({'position': 'key_position'}))")
+    return key_name, kpos
+
+
+def dot_product_attention_weights(
+    Key: AxisSelector,
+    KPos: AxisSelection,
+    query: NamedArray,
+    key: NamedArray,
+    mask: Optional[NamedArray] = None,
+    bias: Optional[NamedArray] = None,
+    attention_dtype: Any = None,
+    precision: Any = None,
+    scaling_factor: Optional[float] = None,
+) -> NamedArray:
+    """The attention weights ``softmax(scaling_factor * query . key + bias, masked)`` over ``KPos``.
+
+    ``query`` and ``key`` are contracted over ``Key``; every other axis they share (batch,
+    heads) is matched elementwise, and the query's position axis must have another name
+    than ``KPos``. ``scaling_factor`` defaults to ``1/sqrt(|Key|)``; ``mask`` (bool, True =
+    attend) and ``bias`` may have any subset of the score axes; masked scores become the
+    dtype's minimum, as in :func:`dot_product_attention` (a fully masked row is uniform).
+    The weights have the query's axes without ``Key``, then ``KPos``, in the query's dtype;
+    ``attention_dtype`` is the dtype of the scores and softmax.
+
+    >>> import namax as nx
+    >>> Pos, KPos, Key = nx.Axis("position", 3), nx.Axis("key_position", 3), nx.Axis("key", 2)
+    >>> w = dot_product_attention_weights(Key, KPos, nx.ones((Pos, Key)), nx.ones((KPos, Key)),
+    ...                                   mask=causal_mask(Pos, KPos))
+    >>> w.axes, [round(v, 3) for v in w.array[1].tolist()]
+    ((Axis('position', 3), Axis('key_position', 3)), [0.5, 0.5, 0.0])
+    """
+    what = "dot_product_attention_weights"
+    key_name, kpos = _check_qk(Key, KPos, query, key, what)
+    orig_dtype = query.dtype
+    if scaling_factor is None:
+        scaling_factor = 1.0 / math.sqrt(query.axis_size(key_name))
+    if attention_dtype is not None:
+        query, key = query.astype(attention_dtype), key.astype(attention_dtype)
+    scores = dot(query * scaling_factor, key, axis=key_name, precision=precision)
+    order = tuple(n for n in query.axis_names if n != key_name) + tuple(
+        n for n in scores.axis_names if not query.has_axis(n))
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        if not isinstance(mask, NamedArray) or not jnp.issubdtype(mask.dtype, jnp.bool_):
+            raise TypeError(f"{what}: mask must be a bool NamedArray (True = attend), got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        scores = ew.where(mask, scores, jnp.finfo(scores.dtype).min)
+    extra = [n for n in scores.axis_names if n not in order]
+    if extra:
+        raise ValueError(f"{what}: mask/bias add axes {extra} that the scores {order} lack")
+    return softmax(scores.rearrange(order), kpos).astype(orig_dtype)
 
 
 def dot_product_attention(
@@ -213,6 +394,7 @@ class MultiHeadAttention(eqx.Module):
 
 
 __all__ = [
-    "causal_mask", "padding_mask", "combine_masks_and", "combine_masks_or", "dot_product_attention",
-    "MultiHeadAttention",
+    "causal_mask", "padding_mask", "prefix_lm_mask", "forgetful_causal_mask", "alibi_slopes", "alibi_attention_bias",
+    "mask_to_bias", "combine_masks_and", "combine_masks_or", "dot_product_attention_weights",
+    "dot_product_attention", "MultiHeadAttention",
 ]

@@ -15,9 +15,10 @@ from ..layout import embedding_axes
 from ..named import NamedArray, _axes_str
 from ..ops.dot import dot
 from ..ops.indexing import take
+from .mup import AbstractEmbeddingReparam, EmbeddingStandardParam, ReparamEnabled
 
 
-class Embedding(eqx.Module):
+class Embedding(eqx.Module, ReparamEnabled):
     """A ``[Vocab, Embed]`` table; ``emb(ids)`` looks up each integer id.
 
     The table is stored in the order ``namax.layout`` picks for the default backend
@@ -46,11 +47,42 @@ class Embedding(eqx.Module):
     weight: NamedArray
     Vocab: Axis = eqx.field(static=True)
     Embed: AxisSpec = eqx.field(static=True)
+    _reparam_cls: Optional[type] = eqx.field(static=True, default=None)
+
+    @property
+    def reparam(self) -> AbstractEmbeddingReparam:
+        """The table's parameterisation bound to ``Embed`` and ``Vocab`` (``EmbeddingStandardParam``
+        when ``Embedding.init`` had no ``reparam_cls``).
+
+        >>> import jax, namax as nx
+        >>> Vocab, Embed = nx.make_axes(vocab=10, embed=4)
+        >>> type(Embedding.init(Vocab, Embed, key=jax.random.key(0)).reparam).__name__
+        'EmbeddingStandardParam'
+        """
+        return (self._reparam_cls or EmbeddingStandardParam)(self.Embed, self.Vocab)
 
     @staticmethod
     def init(Vocab: Axis, Embed: AxisSpec, *, key: jax.Array, init_scale: float = 1.0,
-             dtype: Any = jnp.float32) -> "Embedding":
-        """A table of normal samples times ``init_scale``, axes ``(Vocab, *Embed)`` in the backend's order."""
+             dtype: Any = jnp.float32, reparam_cls: Optional[type] = None) -> "Embedding":
+        """A table of normal samples times ``init_scale``, axes ``(Vocab, *Embed)`` in the backend's order.
+
+        ``reparam_cls`` (a :mod:`namax.nn.mup` ``AbstractEmbeddingReparam`` subclass) also
+        multiplies the samples by its ``init_scale(Vocab, Embed)`` (``EmbeddingStandardParam``:
+        ``1/|Embed|``, Haliax's default; ``EmbeddingMup``: 1), and its ``active_scale`` and
+        ``unembed_active_scale`` multiply the looked-up rows and the unembedding logits. The
+        default ``None`` keeps namax's unit-normal init and applies no scaling.
+
+        >>> import jax, namax as nx
+        >>> from namax.nn.mup import EmbeddingMup
+        >>> Vocab, Embed = nx.make_axes(vocab=10, embed=4)
+        >>> emb = Embedding.init(Vocab, Embed, key=jax.random.key(0), reparam_cls=EmbeddingMup)
+        >>> emb.reparam.unembed_active_scale
+        0.25
+        """
+        if reparam_cls is not None and not (isinstance(reparam_cls, type)
+                                            and issubclass(reparam_cls, AbstractEmbeddingReparam)):
+            raise TypeError(f"Embedding.init: reparam_cls must be None or an AbstractEmbeddingReparam subclass "
+                            f"(e.g. namax.nn.mup.EmbeddingMup), got {reparam_cls!r}")
         embed = ensure_tuple(Embed)
         for a in (Vocab, *embed):
             if not isinstance(a, Axis):
@@ -58,7 +90,9 @@ class Embedding(eqx.Module):
         if Vocab.name in {a.name for a in embed}:
             raise ValueError(f"Embedding.init: Vocab {Vocab} and Embed {_axes_str(embed)} share a name")
         weight = nxrandom.normal(key, embedding_axes(Vocab, embed), dtype=dtype) * init_scale
-        return Embedding(weight, Vocab, Embed)
+        if reparam_cls is not None:
+            weight = weight * reparam_cls.init_scale(Vocab, Embed)
+        return Embedding(weight, Vocab, Embed, reparam_cls)
 
     def __call__(self, ids: NamedArray, *, mode: Optional[str] = None, fill_value: Any = None) -> NamedArray:
         """The rows of the table for the integer ``ids`` (any axes).
@@ -89,11 +123,17 @@ class Embedding(eqx.Module):
             _check_ids(ids, self.Vocab)
         if mode in (None, "fill"):  # a negative id is out of range (take would count it from the end)
             ids = NamedArray(jnp.where(ids.array < 0, size, ids.array), ids.axes) if _signed(ids) else ids
-        return take(self.weight, self.Vocab, ids, mode=mode, fill_value=fill_value)
+        rows = take(self.weight, self.Vocab, ids, mode=mode, fill_value=fill_value)
+        if self._reparam_cls is not None and self.reparam.active_scale != 1:
+            rows = rows * self.reparam.active_scale
+        return rows
 
     def unembed(self, x: NamedArray) -> NamedArray:
         """Logits over ``Vocab``: ``x`` contracted with the table over the ``Embed`` axes."""
-        return dot(x, self.weight, axis=ensure_tuple(self.Embed))
+        logits = dot(x, self.weight, axis=ensure_tuple(self.Embed))
+        if self._reparam_cls is not None and self.reparam.unembed_active_scale != 1:
+            logits = logits * self.reparam.unembed_active_scale
+        return logits
 
 
 def _signed(ids: NamedArray) -> bool:

@@ -137,29 +137,57 @@ def cross_entropy_loss(
     ...
     IndexError: cross_entropy_loss: id 7 is out of range for axis 'label' of size 3 (at {'batch': 1} of the ids with axes (batch:2))
     """
+    loss = _per_example_xent(logits, Label, targets, where, "cross_entropy_loss")
+    return _reduce(loss, reduction, where, reduction_axis, "cross_entropy_loss")
+
+
+def _per_example_xent(logits: NamedArray, Label: AxisSelector, targets: NamedArray,
+                      where: Optional[NamedArray], what: str) -> NamedArray:
+    """The unreduced cross-entropy (integer ids, range-checked, or a distribution over ``Label``)."""
     if not isinstance(logits, NamedArray) or not isinstance(targets, NamedArray):
-        raise TypeError("cross_entropy_loss: logits and targets must be NamedArrays")
+        raise TypeError(f"{what}: logits and targets must be NamedArrays")
     name = axis_name(Label)
     logits.axis_index(Label)
     if targets.has_axis(name):
-        loss = -red.sum(log_softmax(logits, name) * targets, name)
-    else:
-        if not jnp.issubdtype(targets.dtype, jnp.integer):
-            raise TypeError(
-                f"cross_entropy_loss: targets without the {name!r} axis must be integer ids, got dtype "
-                f"{targets.dtype}; give a distribution with the {name!r} axis for soft targets"
-            )
-        extra = [a.name for a in targets.axes if not logits.has_axis(a.name)]
-        if extra:
-            raise ValueError(f"cross_entropy_loss: targets have axes {extra} that the logits "
-                             f"{_axes_str(logits.axes)} lack")
-        Label_axis = logits.axes[logits.axis_index(name)]
-        _check_ids(targets, Label_axis, where, "cross_entropy_loss")
-        # out of range (masked, or traced): the NaN fill, never another class's logit
-        safe = jnp.where((targets.array < 0) | (targets.array >= Label_axis.size), Label_axis.size, targets.array)
-        loss = logsumexp(logits, name) - take(logits, name, NamedArray(safe, targets.axes), mode="fill",
-                                              fill_value=jnp.nan)
-    return _reduce(loss, reduction, where, reduction_axis, "cross_entropy_loss")
+        return -red.sum(log_softmax(logits, name) * targets, name)
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(
+            f"{what}: targets without the {name!r} axis must be integer ids, got dtype "
+            f"{targets.dtype}; give a distribution with the {name!r} axis for soft targets"
+        )
+    extra = [a.name for a in targets.axes if not logits.has_axis(a.name)]
+    if extra:
+        raise ValueError(f"{what}: targets have axes {extra} that the logits {_axes_str(logits.axes)} lack")
+    Label_axis = logits.axes[logits.axis_index(name)]
+    _check_ids(targets, Label_axis, where, what)
+    # out of range (masked, or traced): the NaN fill, never another class's logit
+    safe = jnp.where((targets.array < 0) | (targets.array >= Label_axis.size), Label_axis.size, targets.array)
+    return logsumexp(logits, name) - take(logits, name, NamedArray(safe, targets.axes), mode="fill",
+                                          fill_value=jnp.nan)
+
+
+def cross_entropy_loss_and_log_normalizers(
+    pred_y: NamedArray,
+    Label: AxisSelector,
+    target_y: NamedArray,
+) -> tuple[NamedArray, NamedArray]:
+    """The unreduced cross-entropy of the logits ``pred_y`` over ``Label``, and their
+    log-normalizers ``logsumexp(pred_y, Label)`` (e.g. for a z-loss).
+
+    ``target_y`` is a distribution with the ``Label`` axis (Haliax's form) or integer class
+    ids without it, checked as in :func:`cross_entropy_loss`: a concrete out-of-range id
+    raises an ``IndexError``, a traced one gives a NaN loss. Both results have ``pred_y``'s
+    axes without ``Label``.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> Batch, Label = nx.make_axes(batch=2, label=3)
+    >>> loss, log_z = cross_entropy_loss_and_log_normalizers(nx.zeros((Batch, Label)), Label,
+    ...                                                      nx.named(jnp.array([0, 2]), Batch))
+    >>> [round(v, 4) for v in loss.array.tolist()], loss.axes == log_z.axes == (Batch,)
+    ([1.0986, 1.0986], True)
+    """
+    loss = _per_example_xent(pred_y, Label, target_y, None, "cross_entropy_loss_and_log_normalizers")
+    return loss, logsumexp(pred_y, axis_name(Label))
 
 
 def binary_cross_entropy_loss(
@@ -202,4 +230,109 @@ def binary_cross_entropy_loss(
     return _reduce(loss, reduction, where, reduction_axis, "binary_cross_entropy_loss")
 
 
-__all__ = ["one_hot", "cross_entropy_loss", "binary_cross_entropy_loss"]
+def _is_mean(reduction: Any) -> bool:
+    return (isinstance(reduction, str) and reduction == "mean") or reduction is red.mean
+
+
+#: reductions by name; ``reduce_loss`` also takes these functions (or any namax reduction) directly
+_REDUCTION_FNS = {"mean": red.mean, "sum": red.sum}
+
+
+def _check_loss_mask(arr: NamedArray, mask: Any, arg: str, what: str) -> None:
+    if not isinstance(mask, NamedArray):
+        raise TypeError(f"{what}: {arg}= must be a NamedArray, got {type(mask).__name__}")
+    extra = [a.name for a in mask.axes if not arr.has_axis(a.name)]
+    if extra:
+        raise ValueError(f"{what}: {arg}= has axes {extra} that the loss {_axes_str(arr.axes)} lacks")
+    for a in mask.axes:
+        if arr.axis_size(a.name) != a.size:
+            raise ValueError(f"{what}: {arg}= has axis {a.name!r} of size {a.size} but the loss "
+                             f"{_axes_str(arr.axes)} has size {arr.axis_size(a.name)}")
+
+
+def maybe_reduce_loss(
+    arr: NamedArray,
+    reduction: Any,
+    reduction_axis: Optional[AxisSelection],
+    where: Optional[NamedArray],
+    weight: Optional[NamedArray],
+) -> NamedArray:
+    """:func:`reduce_loss` with every argument given (Haliax's positional form).
+
+    >>> import namax as nx
+    >>> B = nx.Axis("batch", 4)
+    >>> maybe_reduce_loss(nx.arange(B, dtype=float), "sum", None, None, None).array.item()
+    6.0
+    """
+    what = "reduce_loss"
+    if not isinstance(arr, NamedArray):
+        raise TypeError(f"{what}: the loss must be a NamedArray, got {type(arr).__name__}")
+    if reduction is not None and not callable(reduction) and reduction not in _REDUCTION_FNS:
+        raise ValueError(f"{what}: reduction must be 'mean', 'sum', None or a reduction function, got {reduction!r}")
+    if where is not None:
+        _check_loss_mask(arr, where, "where", what)
+        if not jnp.issubdtype(where.dtype, jnp.bool_):
+            raise TypeError(f"{what}: where= must be a bool mask, got dtype {where.dtype}")
+    if weight is not None:
+        _check_loss_mask(arr, weight, "weight", what)
+    if reduction_axis is not None:
+        for name in (axis_name(a) for a in (reduction_axis if isinstance(reduction_axis, (tuple, list))
+                                            else (reduction_axis,))):
+            if not arr.has_axis(name):
+                raise ValueError(f"{what}: reduction_axis {name!r} is not an axis of the loss {_axes_str(arr.axes)}")
+    # the effective weight: weight (default 1) where the mask holds, 0 elsewhere; masked-out
+    # entries are *selected* away, so a NaN there (e.g. an out-of-range padding target) never leaks
+    w = None if weight is None else weight.astype(arr.dtype).broadcast_to(arr.axes)
+    if where is not None:
+        w = ew.where(where, w if w is not None else 1.0, 0.0).astype(arr.dtype).broadcast_to(arr.axes)
+        weighted = ew.where(where, arr * w, 0.0).rearrange(arr.axis_names)
+    elif w is not None:
+        weighted = arr * w
+    else:
+        weighted = arr
+    if reduction is None or reduction_axis == ():
+        return weighted
+    fn = _REDUCTION_FNS[reduction] if isinstance(reduction, str) else reduction
+    if w is None:
+        return fn(arr, axis=reduction_axis)
+    if not _is_mean(reduction):
+        return fn(weighted, axis=reduction_axis)
+    total = red.sum(weighted, reduction_axis)
+    denom = red.sum(w, reduction_axis)
+    nonzero = denom != 0
+    return ew.where(nonzero, total / ew.where(nonzero, denom, 1.0), 0.0)
+
+
+def reduce_loss(
+    arr: NamedArray,
+    reduction: Any = "mean",
+    reduction_axis: Optional[AxisSelection] = None,
+    *,
+    where: Optional[NamedArray] = None,
+    weight: Optional[NamedArray] = None,
+) -> NamedArray:
+    """Reduce a loss over ``reduction_axis`` (default: every axis; ``()``: none).
+
+    ``reduction`` is ``"mean"`` (the default), ``"sum"``, ``None`` (no reduction) or a
+    namax reduction function (``nx.mean``, ``nx.sum``, ``nx.max``, ...). ``weight`` (float)
+    and ``where`` (bool) weight the entries; a weighted mean is
+    ``sum(w * loss) / sum(w)`` with ``w = weight * where``, and is 0 where ``sum(w)`` is 0
+    (Haliax's rule). Entries where ``where`` is False are left out (not multiplied by 0),
+    so a NaN there does not reach the result. Without a reduction the weighted loss is
+    returned.
+
+    >>> import jax.numpy as jnp, namax as nx
+    >>> B = nx.Axis("batch", 4)
+    >>> loss = nx.arange(B, dtype=float)
+    >>> reduce_loss(loss).array.item(), reduce_loss(loss, "sum").array.item()
+    (1.5, 6.0)
+    >>> reduce_loss(loss, where=nx.named(jnp.array([True, True, False, False]), B)).array.item()
+    0.5
+    """
+    return maybe_reduce_loss(arr, reduction, reduction_axis, where, weight)
+
+
+__all__ = [
+    "one_hot", "cross_entropy_loss", "cross_entropy_loss_and_log_normalizers", "binary_cross_entropy_loss",
+    "reduce_loss", "maybe_reduce_loss",
+]

@@ -465,3 +465,10 @@ def _stop_gradient(primitive, x: ImplicitArray):
     """``stop_gradient`` of an implicit array: its children without gradients (any subclass
     may register a more specific rule)."""
     return lax.stop_gradient(x)
+
+
+@primitive_handler("name")
+def _checkpoint_name(primitive, x: ImplicitArray, *, name):
+    """``jax.ad_checkpoint.checkpoint_name`` of an implicit array (``nx.scan`` names its carries
+    and inputs for remat policies): every child gets the name, the array stays implicit."""
+    return jax.ad_checkpoint.checkpoint_name(x, name)
