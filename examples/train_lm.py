@@ -50,6 +50,7 @@ class TrainOptions:
     warmup: int = 30
     weight_decay: float = 0.1
     seed: int = 0
+    init_from_hf: Optional[str] = None
     eval_every: int = 100
     log_every: int = 0
     eval_batches: int = 4
@@ -111,6 +112,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainOptions:
     g.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps, then cosine decay")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (matrices only)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights and the data order")
+    g.add_argument("--init-from-hf", metavar="DIR", default=d.init_from_hf,
+                   help="start from a transformers GPT-2 folder (config.json + safetensors, save_pretrained); "
+                        "its n_embd, n_head and n_layer replace --embed, --heads and --layers")
     g = p.add_argument_group("evaluation and checkpoints")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out loss every N steps")
     g.add_argument("--log-every", type=int, default=d.log_every, help="print the training loss (full precision) "
@@ -190,6 +194,7 @@ import namax as nx  # noqa: E402
 from namax.partitioning import pspec_for  # noqa: E402
 
 from namax import checkpoint  # noqa: E402
+from namax.models import gpt2  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt import GPT, GPTConfig, loss_fn, num_parameters  # noqa: E402
@@ -208,6 +213,26 @@ def init_distributed(opts: TrainOptions) -> None:
 
 def model_config(opts: TrainOptions) -> GPTConfig:
     return GPTConfig(seq_len=opts.seq_len, embed=opts.embed, heads=opts.heads, layers=opts.layers, vocab=VOCAB_SIZE)
+
+
+def with_hf_architecture(opts: TrainOptions) -> TrainOptions:
+    """``opts`` with the model shape of the GPT-2 folder ``opts.init_from_hf`` (checked to fit)."""
+    hf = gpt2.load_hf_config(opts.init_from_hf)
+    if hf.vocab_size != VOCAB_SIZE:
+        raise ValueError(f"--init-from-hf {opts.init_from_hf}: the model has vocab_size {hf.vocab_size}, but the demo "
+                         f"reads bytes (vocab {VOCAB_SIZE}); save a GPT-2 with vocab_size={VOCAB_SIZE}")
+    if hf.n_positions < opts.seq_len:
+        raise ValueError(f"--init-from-hf {opts.init_from_hf}: the model has {hf.n_positions} positions, fewer "
+                         f"than --seq-len {opts.seq_len}")
+    return dataclasses.replace(opts, embed=hf.n_embd, heads=hf.n_head, layers=hf.n_layer)
+
+
+def initial_model(opts: TrainOptions, config: GPTConfig) -> GPT:
+    """A fresh GPT from ``--seed``, or the weights of ``--init-from-hf`` by axis name."""
+    if opts.init_from_hf is None:
+        return eqx.filter_jit(GPT.init)(config, key=jax.random.key(opts.seed))
+    template = eqx.filter_eval_shape(GPT.init, config, key=jax.random.key(opts.seed))
+    return gpt2.from_hf_into(template, opts.init_from_hf, positions=opts.seq_len)
 
 
 def make_mesh(opts: TrainOptions) -> jax.sharding.Mesh:
@@ -316,11 +341,13 @@ def train(opts: TrainOptions, log=print) -> TrainResult:
     """
     if jax.process_index() != 0:
         log = _silent
+    if opts.init_from_hf is not None:
+        opts = with_hf_architecture(opts)
     config = model_config(opts)
     mesh = make_mesh(opts)
     compute_map, param_map = axis_mappings(opts)
     train_data, held_out = load_corpus()
-    model = eqx.filter_jit(GPT.init)(config, key=jax.random.key(opts.seed))
+    model = initial_model(opts, config)
     params, static = eqx.partition(model, eqx.is_array)
     optimizer = make_optimizer(opts, opts.steps)
     opt_state = optimizer.init(params)

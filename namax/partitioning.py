@@ -133,7 +133,10 @@ def resolve_mesh(mesh: Optional[Mesh] = None) -> Optional[Mesh]:
     """
     if mesh is not None:
         return mesh
-    m = jax.sharding.get_mesh()
+    try:
+        m = jax.sharding.get_mesh()
+    except ValueError:  # inside jax.jit only the abstract mesh is known; it places values as well
+        m = jax.sharding.get_abstract_mesh()
     if m is None or not getattr(m, "axis_names", ()):
         return None
     return m
@@ -149,7 +152,10 @@ def auto_twin(mesh: Mesh) -> Mesh:
     """
     if all(t == AxisType.Auto for t in mesh.axis_types):
         return mesh
-    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+    auto = (AxisType.Auto,) * len(mesh.axis_names)
+    if isinstance(mesh, jax.sharding.AbstractMesh):  # inside jax.jit: no devices, same sizes
+        return jax.sharding.AbstractMesh(mesh.axis_sizes, mesh.axis_names, axis_types=auto)
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
 
 
 class ShardingError(ValueError):
@@ -184,7 +190,7 @@ def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: Res
     >>> pspec_for(("batch", "embed"), (0, 4), {"batch": "data", "embed": "data"}, mesh)  # size 0: replicated
     P(None, 'data')
     """
-    shape = dict(zip(mesh.axis_names, mesh.devices.shape))
+    shape = dict(zip(mesh.axis_names, mesh.axis_sizes))
     used: dict[str, str] = {}
     entries: list[MeshAxes] = []
     for name, size in zip(names, sizes):
@@ -280,6 +286,9 @@ def shard(tree: Any, mapping: Optional[ResourceMapping] = None, mesh: Optional[M
 
 def _place(array, sharding: NamedSharding):
     if isinstance(array, jax.core.Tracer):
+        context = jax.sharding.get_abstract_mesh()
+        if any(t == AxisType.Explicit for t in getattr(context, "axis_types", ())):
+            return jax.sharding.reshard(array, sharding.spec)  # Explicit axes: placing is a reshard
         return jax.lax.with_sharding_constraint(array, NamedSharding(auto_twin(sharding.mesh), sharding.spec))
     return jax.device_put(array, sharding)
 
@@ -406,7 +415,7 @@ def round_axis_for_partitioning(axis: Axis, mapping: Optional[ResourceMapping] =
     target = physical_axis_name(axis, mapping)
     if target is None:
         return axis
-    shape = dict(zip(mesh.axis_names, mesh.devices.shape))
+    shape = dict(zip(mesh.axis_names, mesh.axis_sizes))
     n = 1
     for a in (target,) if isinstance(target, str) else target:
         if a not in shape:

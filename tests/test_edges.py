@@ -351,3 +351,11 @@ def test_at_updates_never_clamp():
     got = jax.jit(lambda x, s: x.at["a", nx.ds(s, 2)].set(1.0))(x, 1).array
     np.testing.assert_array_equal(got, np.asarray(jnp.zeros(2).at[jnp.array([1, 2])].set(1.0)))
     np.testing.assert_array_equal(got, [0.0, 1.0])
+
+
+def test_implicit_array_size_does_not_wrap():
+    """An implicit array's size is an exact count (a symbolic constant can be huge)."""
+    import namax.quant as qax
+
+    big = qax.symbols.SymbolicConstant(1.0, shape=(2**32, 2**32), dtype=jnp.float32)
+    assert big.size == 2**64

@@ -14,11 +14,12 @@ import namax
 
 NAMES_FILE = pathlib.Path(__file__).parent / "data" / "haliax_public_names.txt"
 
-_ISSUE_13 = "issue 13 (later)"
 DEFERRED = {
     "nn.ArrayStacked": "not planned: a stack of modules with plain (unnamed) array leaves, indexed by leading "
                        "position, that refuses NamedArray leaves; namax modules are named, use nn.Stacked",
-    "quantization": f"{_ISSUE_13}: quantization module",
+    "quantization": "not yet: Haliax's fp8/int8 training quantization (AQT dot_general ops, "
+                    "overwrite-with-gradient scale state); namax's quantization is the implicit-array "
+                    "namax.quant (int4 weights, LoRA), a different API",
 }
 
 

@@ -18,22 +18,10 @@ from jax.sharding import PartitionSpec
 import namax as nx
 import namax.nn as hnn
 from namax.infer import infer_names
+from named_cases import rand, close, raw
 
 Batch, Embed, Time, Layers = nx.make_axes(batch=3, embed=4, time=5, layers=4)
 Mlp = nx.Axis("mlp", 2)
-
-
-def rand(axes, seed=0, scale=1.0):
-    shape = tuple(a.size for a in axes)
-    return nx.named(np.random.default_rng(seed).normal(size=shape).astype(np.float32) * scale, axes)
-
-
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
-
-
-def raw(x, *names):
-    return x.rearrange(names).array
 
 
 def _perm(data, axes):

@@ -9,17 +9,9 @@ import pytest
 import namax as nx
 import namax.nn as hnn
 from namax import Axis
+from named_cases import rand, close
 
 B, P, K, E = Axis("batch", 2), Axis("position", 3), Axis("key_position", 5), Axis("embed", 4)
-
-
-def rand(axes, seed=0, scale=1.0):
-    shape = tuple(a.size for a in axes)
-    return nx.named(np.random.default_rng(seed).normal(size=shape).astype(np.float32) * scale, axes)
-
-
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
 
 
 # --- normalisation -------------------------------------------------------------------------

@@ -10,23 +10,11 @@ import pytest
 import namax as nx
 import namax.nn as hnn
 from namax import Axis
+from named_cases import rand, close, raw
 
 B, P, E, H, D = Axis("batch", 2), Axis("position", 5), Axis("embed", 6), Axis("head", 2), Axis("head_size", 3)
 KP = P.alias("key_position")
 V, M, Layers = Axis("vocab", 7), Axis("mlp", 8), Axis("layers", 3)
-
-
-def rand(axes, seed=0, scale=1.0):
-    shape = tuple(a.size for a in axes)
-    return nx.named(np.random.default_rng(seed).normal(size=shape).astype(np.float32) * scale, axes)
-
-
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
-
-
-def raw(x, *names):
-    return x.rearrange(names).array
 
 
 def perturb(tree, seed=0):

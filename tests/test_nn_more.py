@@ -17,22 +17,10 @@ import namax as nx
 import namax.nn as hnn
 from namax import Axis
 from namax.nn import mup
+from named_cases import rand, close, raw
 
 B, C, D = Axis("batch", 2), Axis("channels", 4), Axis("features", 6)
 Hs, Ws = Axis("height", 5), Axis("width", 4)
-
-
-def rand(axes, seed=0, scale=1.0):
-    shape = tuple(a.size for a in axes)
-    return nx.named(np.random.default_rng(seed).normal(size=shape).astype(np.float32) * scale, axes)
-
-
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
-
-
-def raw(x, *names):
-    return x.rearrange(names).array
 
 
 # --- ConvTranspose ------------------------------------------------------------------------------

@@ -375,3 +375,21 @@ def test_keyword_named_arrays_need_a_mapping(mesh, x):
     out = nx.shard_map(lambda a, *, b: a + b, mesh=mesh, in_specs=(P("data"),), out_specs=P("data"),
                        axis_mapping={"batch": "data"})(x, b=x)
     np.testing.assert_allclose(out.array, x.array * 2)
+
+
+def test_shard_map_inside_namedjit(mesh, x):
+    """namedjit's sharding pass leaves shard_map bodies alone (their values are per-device
+    blocks the user placed): named and plain shard_maps inside namedjit equal the unsharded result."""
+
+    def named(x):
+        return nx.shard_map(lambda b: b * 2 + nx.sum(b, "embed"), mesh=mesh)(x)
+
+    with nx.axis_mapping({"batch": "data"}, mesh=mesh):
+        got = nx.namedjit(named)(x)
+    np.testing.assert_allclose(got.array, (x * 2 + nx.sum(x, "embed")).array, rtol=1e-6)
+
+    def plain(a):
+        return jax.shard_map(lambda b: b * 3, mesh=mesh, in_specs=P("data"), out_specs=P("data"))(a)
+
+    got = nx.namedjit(plain, in_axes=((x.axis_names),), axis_resources={x.axis_names[0]: "data"}, mesh=mesh)(x.array)
+    np.testing.assert_allclose(got, x.array * 3, rtol=1e-6)

@@ -216,3 +216,16 @@ def test_explicit_shardings_in_user_code_are_respected():
         out = namedjit(f, axis_resources={"batch": "data", "mlp": "model"}, explicit_sharding=True)(xs, ws)
     np.testing.assert_allclose(out.array, np.asarray(x.array) @ np.asarray(w.array), rtol=1e-5, atol=1e-5)
     assert out.array.sharding.spec == P("data", "model")
+
+
+@pytest.mark.parametrize("kind", ["Explicit", "Auto"])
+def test_shard_inside_jit_uses_the_context_mesh(kind):
+    """Inside ``jax.jit`` under ``jax.set_mesh`` only the abstract mesh is known: ``shard``
+    places by it (a reshard on Explicit axes, a constraint on Auto ones)."""
+    axis_type = getattr(jax.sharding.AxisType, kind)
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(axis_type,) * 2)
+    x = nx.named(jnp.arange(32.0).reshape(8, 4), ("batch", "embed"))
+    with jax.set_mesh(mesh):
+        out = jax.jit(lambda x: nx.shard(x, {"batch": "data", "embed": "model"}) * 2)(x)
+    assert tuple(out.array.sharding.spec) == ("data", "model")
+    np.testing.assert_array_equal(out.array, x.array * 2)

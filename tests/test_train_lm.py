@@ -193,3 +193,31 @@ def test_lora_finetune_under_namedjit(reference, tmp_path):
                                                     "lora_b": [f.b for f in qax.lora.factors(lora_params)]})
     assert step_ == 4 and all(float(np.abs(b).max()) > 0 for b in trees["lora_b"])  # b started at zero
 
+
+
+def test_init_from_hf_starts_from_the_transformers_weights(tmp_path):
+    """``--init-from-hf DIR``: the demo's GPT takes a transformers GPT-2's weights by axis name
+    and its shape from the config; with a zero learning rate they come out of training unchanged."""
+    transformers = pytest.importorskip("transformers")
+    from namax.models import gpt2
+
+    hf_config = transformers.GPT2Config(vocab_size=256, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    model = transformers.FlaxGPT2LMHeadModel(hf_config, _do_init=False)
+    params = model.init_weights(jax.random.key(3), (1, 1))
+    model.save_pretrained(tmp_path / "hf", params=params, safe_serialization=True)
+    opts = dataclasses.replace(TINY, steps=1, learning_rate=0.0, weight_decay=0.0, checkpoint_every=0,
+                               checkpoint_dir=str(tmp_path / "ckpt"), init_from_hf=str(tmp_path / "hf"))
+    result = train(opts, log=_quiet)
+    assert len(result.losses) == 1 and all(np.isfinite(v) for v in result.losses.values())
+    hf = gpt2.hf_state_dict(tmp_path / "hf", positions=TINY.seq_len)
+    wte = next(v for k, v in hf.items() if k.endswith("wte.weight"))
+    emb = result.params.token_embed.weight
+    assert emb.axis_names == wte.axis_names and emb.array.shape == wte.shape == (256, 16)
+    np.testing.assert_array_equal(np.asarray(emb.array), wte[:, :])
+    assert parse_args(["--init-from-hf", "D"]).init_from_hf == "D"
+    small = transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    transformers.FlaxGPT2LMHeadModel(small, _do_init=False).save_pretrained(
+        tmp_path / "v100", params=transformers.FlaxGPT2LMHeadModel(small, _do_init=False).init_weights(
+            jax.random.key(0), (1, 1)), safe_serialization=True)
+    with pytest.raises(ValueError, match=r"vocab_size 100, but the demo reads bytes \(vocab 256\)"):
+        train(dataclasses.replace(opts, init_from_hf=str(tmp_path / "v100")), log=_quiet)

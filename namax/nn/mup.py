@@ -65,14 +65,14 @@ class AbstractReparam(ABC):
         """The factor on a unit truncated-normal sample at initialisation."""
 
     @property
-    @abstractmethod
     def lr_scale(self) -> float:
-        """The learning-rate multiplier (for an optimizer to apply)."""
+        """The learning-rate multiplier (for an optimizer to apply); 1 unless a class says otherwise."""
+        return 1
 
     @property
-    @abstractmethod
     def active_scale(self) -> float:
-        """The multiplier on the weight in the forward pass."""
+        """The multiplier on the weight in the forward pass; 1 unless a class says otherwise."""
+        return 1
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,6 @@ class LinearStandardParam(AbstractLinearReparam):
     def init_scale(In: AxisSpec, Out: AxisSpec) -> float:
         return 1 / math.sqrt(_size(In, "In", "LinearStandardParam.init_scale"))
 
-    @property
-    def active_scale(self) -> float:
-        return 1
-
-    @property
-    def lr_scale(self) -> float:
-        return 1
-
 
 class InputLinearMup(AbstractLinearReparam):
     """muP for an input layer (from a fixed-size input): unit init, no scaling.
@@ -120,14 +112,6 @@ class InputLinearMup(AbstractLinearReparam):
 
     @staticmethod
     def init_scale(In: AxisSpec, Out: AxisSpec) -> float:
-        return 1
-
-    @property
-    def active_scale(self) -> float:
-        return 1
-
-    @property
-    def lr_scale(self) -> float:
         return 1
 
 
@@ -142,10 +126,6 @@ class HiddenLinearMup(AbstractLinearReparam):
     @staticmethod
     def init_scale(In: AxisSpec, Out: AxisSpec) -> float:
         return 1 / math.sqrt(_size(In, "In", "HiddenLinearMup.init_scale"))
-
-    @property
-    def active_scale(self) -> float:
-        return 1
 
     @property
     def lr_scale(self) -> float:
@@ -168,10 +148,6 @@ class OutputLinearMup(AbstractLinearReparam):
     def active_scale(self) -> float:
         return 1 / _size(self.In, "In", "OutputLinearMup.active_scale")
 
-    @property
-    def lr_scale(self) -> float:
-        return 1
-
 
 @dataclass(frozen=True)
 class AbstractEmbeddingReparam(AbstractReparam):
@@ -187,9 +163,9 @@ class AbstractEmbeddingReparam(AbstractReparam):
     Vocab: AxisSpec
 
     @property
-    @abstractmethod
     def unembed_active_scale(self) -> float:
-        """The multiplier on the logits of ``Embedding.unembed``."""
+        """The multiplier on the logits of ``Embedding.unembed``; 1 unless a class says otherwise."""
+        return 1
 
 
 class EmbeddingStandardParam(AbstractEmbeddingReparam):
@@ -205,18 +181,6 @@ class EmbeddingStandardParam(AbstractEmbeddingReparam):
     def init_scale(In: AxisSpec, Out: AxisSpec) -> float:
         return 1 / _size(Out, "Embed", "EmbeddingStandardParam.init_scale")
 
-    @property
-    def active_scale(self) -> float:
-        return 1
-
-    @property
-    def lr_scale(self) -> float:
-        return 1
-
-    @property
-    def unembed_active_scale(self) -> float:
-        return 1
-
 
 class EmbeddingMup(AbstractEmbeddingReparam):
     """muP embedding: unit init; tied unembedding logits times ``1/|Embed|``.
@@ -228,14 +192,6 @@ class EmbeddingMup(AbstractEmbeddingReparam):
 
     @staticmethod
     def init_scale(In: AxisSpec, Out: AxisSpec) -> float:
-        return 1
-
-    @property
-    def active_scale(self) -> float:
-        return 1
-
-    @property
-    def lr_scale(self) -> float:
         return 1
 
     @property

@@ -64,6 +64,8 @@ def sharding_rules(mapping: ResourceMapping, mesh: Mesh) -> dict[Any, Rule]:
 
     def tag_rule(interp: EvalInterpreter, eqn: jcore.JaxprEqn, invals: list) -> list:
         (out,) = bind_eqn(eqn, invals)
+        if getattr(interp, "manual_depth", 0):  # inside a shard_map body values are per-device blocks
+            return [out]
         return [constrain(out, eqn.params["axes"], mapping, mesh)]
 
     return {named_axes_p: tag_rule}
@@ -105,6 +107,14 @@ class ShardingInterpreter(EvalInterpreter):
         mesh = None if mesh is None else auto_twin(mesh)
         super().__init__(sharding_rules(mapping, mesh) if mesh is not None else {})
         self.mapping, self.mesh, self.names = mapping, mesh, names
+        self.manual_depth = 0  # > 0 inside shard_map bodies: the user placed those values by hand
+
+    def _shard_map(self, eqn: jcore.JaxprEqn, invals: list) -> list:
+        self.manual_depth += 1
+        try:
+            return super()._shard_map(eqn, invals)
+        finally:
+            self.manual_depth -= 1
 
     def eval_eqn(self, eqn: jcore.JaxprEqn, invals: list):
         outs = super().eval_eqn(eqn, invals)
@@ -139,7 +149,7 @@ class ShardingInterpreter(EvalInterpreter):
         if len(names) != len(x.shape) or all(n is None for n in names):
             return x
         x = tag(x, [_tag_name(n) for n in names])
-        if self.mesh is None or not constrain_it:
+        if self.mesh is None or not constrain_it or self.manual_depth:
             return x
         return constrain(x, names, self.mapping, self.mesh)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import operator
 import typing
 import warnings
@@ -233,7 +234,7 @@ class ImplicitArray(abc.ABC):
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(int(d) for d in self.shape)  # Python ints: no fixed-width wrap-around
 
     @property
     def T(self) -> Any:

@@ -1,0 +1,428 @@
+"""Differential test: random named programs, run five ways, must agree.
+
+A small program generator (hypothesis) draws 2-3 axes with small sizes (2, 4 or 8), 1-3
+input NamedArrays over random subsets/orders of those axes, then 3-6 ops from ``OPS``,
+each applied to values produced earlier. Every program is run
+
+* eagerly through namax,
+* under ``jax.jit``,
+* under ``nx.namedjit`` (no mesh),
+* under ``nx.namedjit`` sharded over a 4x2 ("data", "model") mesh with a random axis
+  mapping whose sizes divide (Explicit or Auto mesh axes),
+* by ``reference``: a NumPy (float64) interpreter of the same op list that does its own
+  names -> positions alignment (no namax in it),
+
+and all results must have the same axis names (in the same order) and values equal up
+to a float32 error bound computed alongside the program (``Meta.err``). The sharded
+outputs must also be placed as their names map (``pspec_for``, non-strict).
+
+A program is printed as one line per value (``v3 = dot(v0, v2, axis=('b',))  # ('a', 'c')``),
+so a shrunk failure reads as a program.
+
+More examples: ``NAMAX_DIFF_EXAMPLES=200 pytest tests/test_differential.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jax.sharding import AxisType, NamedSharding
+
+import namax as nx
+from namax.partitioning import pspec_for
+
+NAMES = ("a", "b", "c")
+SIZES = (2, 4, 8)
+MESH_SHAPE = {"data": 4, "model": 2}
+MAX_BOUND = 1e4  # ops whose result could exceed this magnitude are not drawn (no float32 overflow)
+EPS = 2.0 ** -23  # float32 unit roundoff (generous: XLA's exp/tanh approximations are a few ulp)
+
+# --- the op table --------------------------------------------------------------------------
+UNARY = ("exp", "tanh", "sin", "abs", "square")
+BINARY = ("add", "sub", "mul", "maximum")
+REDUCE = ("sum", "mean", "max")
+OTHER = ("dot", "rearrange", "softmax", "take", "scale")
+OPS = UNARY + BINARY + REDUCE + OTHER
+"""Op tuples (the program's instructions; ``i``, ``j`` index earlier values):
+
+* ``(u, i)`` for u in UNARY: ``nx.<u>(v_i)``
+* ``(b, i, j)`` for b in BINARY: ``v_i + v_j`` / ``-`` / ``*`` / ``nx.maximum``, broadcasting by name
+* ``(r, i, axes)`` for r in REDUCE: ``nx.<r>(v_i, axes)``; ``axes`` a name, a tuple of names or None (all)
+* ``("dot", i, j, axes)``: ``nx.dot(v_i, v_j, axis=axes)``, axes shared by both
+* ``("rearrange", i, spec)``: ``v_i.rearrange(spec)``, spec a permutation, maybe with ``...``
+* ``("softmax", i, name)``: ``nx.nn.softmax(v_i, name)``
+* ``("take", i, name, k)``: ``v_i[name, k]`` (drops the axis)
+* ``("scale", i, c)``: ``v_i * c`` (a Python float)
+"""
+
+EXAMPLES = int(os.environ.get("NAMAX_DIFF_EXAMPLES", "10"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """What the generator knows of a value: its axis names, a bound on |value| and on its
+    float32 absolute error against exact arithmetic."""
+
+    names: tuple
+    bound: float
+    err: float
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Program:
+    sizes: dict  # name -> size
+    inputs: tuple  # per input, its axis names
+    ops: tuple  # op tuples, value numbers continue after the inputs
+    outputs: tuple  # value numbers returned
+    metas: tuple  # per value
+
+    def _repr_pretty_(self, p, cycle) -> None:  # hypothesis prints the program, not the dataclass
+        p.text(repr(self))
+
+    def line(self, k: int) -> str:
+        n = len(self.inputs)
+        if k < n:
+            return f"v{k} = input{k}  # {self.metas[k].names}"
+        op = self.ops[k - n]
+        kind, args = op[0], op[1:]
+        if kind in UNARY + BINARY:
+            call = f"{kind}({', '.join(f'v{i}' for i in args)})"
+        elif kind in REDUCE:
+            call = f"{kind}(v{args[0]}, {args[1]!r})"
+        elif kind == "dot":
+            call = f"dot(v{args[0]}, v{args[1]}, axis={args[2]!r})"
+        elif kind == "rearrange":
+            call = f"v{args[0]}.rearrange({args[1]!r})"
+        elif kind == "softmax":
+            call = f"softmax(v{args[0]}, {args[1]!r})"
+        elif kind == "take":
+            call = f"v{args[0]}[{args[1]!r}, {args[2]}]"
+        else:
+            call = f"v{args[0]} * {args[1]!r}"
+        return f"v{k} = {call}  # {self.metas[k].names}"
+
+    def __repr__(self) -> str:
+        lines = [f"sizes {self.sizes}"] + [self.line(k) for k in range(len(self.metas))]
+        lines.append(f"return {', '.join(f'v{i}' for i in self.outputs)}")
+        return "\n    " + "\n    ".join(lines)
+
+
+def _union(*name_tuples: tuple) -> tuple:
+    out: list = []
+    for names in name_tuples:
+        out += [n for n in names if n not in out]
+    return tuple(out)
+
+
+def _meta_for(op: tuple, metas: list, sizes: dict) -> Meta:
+    """The result's names and error bounds (forward error analysis, per op)."""
+    kind = op[0]
+    m = metas[op[1]]
+    b, e = m.bound, m.err
+    if kind == "exp":
+        out = math.exp(b)
+        return Meta(m.names, out, out * (e + 2 * EPS))
+    if kind in ("tanh", "sin"):
+        return Meta(m.names, 1.0 if kind == "tanh" else min(b, 1.0), e + 2 * EPS)
+    if kind == "abs":
+        return Meta(m.names, b, e)
+    if kind == "square":
+        return Meta(m.names, b * b, 2 * b * e + e * e + EPS * b * b)
+    if kind == "scale":
+        c = abs(op[2])
+        return Meta(m.names, b * c, e * c + EPS * b * c)
+    if kind in BINARY:
+        m2 = metas[op[2]]
+        names = _union(m.names, m2.names)
+        if kind in ("add", "sub"):
+            return Meta(names, b + m2.bound, e + m2.err + EPS * (b + m2.bound))
+        if kind == "mul":
+            return Meta(names, b * m2.bound, b * m2.err + m2.bound * e + e * m2.err + EPS * b * m2.bound)
+        return Meta(names, max(b, m2.bound), max(e, m2.err))
+    if kind in REDUCE:
+        axes = m.names if op[2] is None else (op[2],) if isinstance(op[2], str) else op[2]
+        n = math.prod(sizes[a] for a in axes)
+        names = tuple(a for a in m.names if a not in axes)
+        if kind == "sum":
+            return Meta(names, b * n, n * e + n * EPS * b)
+        if kind == "mean":
+            return Meta(names, b, e + n * EPS * b)
+        return Meta(names, b, e)
+    if kind == "dot":
+        m2 = metas[op[2]]
+        n = math.prod(sizes[a] for a in op[3])
+        names = tuple(a for a in _union(m.names, m2.names) if a not in op[3])
+        prod_err = b * m2.err + m2.bound * e + e * m2.err
+        return Meta(names, n * b * m2.bound, n * prod_err + n * EPS * b * m2.bound)
+    if kind == "rearrange":
+        return Meta(_rearranged(m.names, op[2]), b, e)
+    if kind == "softmax":
+        return Meta(m.names, 1.0, 2 * e + 16 * EPS)
+    if kind == "take":
+        return Meta(tuple(a for a in m.names if a != op[2]), b, e)
+    raise AssertionError(op)
+
+
+def _rearranged(names: tuple, spec: tuple) -> tuple:
+    if Ellipsis not in spec:
+        return tuple(spec)
+    k = spec.index(Ellipsis)
+    rest = tuple(a for a in names if a not in spec)
+    return tuple(spec[:k]) + rest + tuple(spec[k + 1:])
+
+
+@st.composite
+def programs(draw) -> Program:
+    n_axes = draw(st.integers(2, 3), label="n_axes")
+    names = NAMES[:n_axes]
+    sizes = {a: draw(st.sampled_from(SIZES), label=f"size {a}") for a in names}
+    metas: list[Meta] = []
+    inputs = []
+    for _ in range(draw(st.integers(1, 3), label="n_inputs")):
+        k = draw(st.integers(1, n_axes))
+        axes = tuple(draw(st.permutations(names))[:k])
+        inputs.append(axes)
+        metas.append(Meta(axes, 1.0, 0.0))
+    ops: list[tuple] = []
+    target = draw(st.integers(3, 6), label="n_ops")
+    tries = 0
+    while len(ops) < target and tries < 4 * target:
+        tries += 1
+        n = len(metas)
+        pick = st.integers(0, n - 1)
+        kind = draw(st.sampled_from(OPS))
+        i = draw(pick)
+        m = metas[i]
+        if kind in UNARY:
+            op = (kind, i)
+        elif kind in BINARY:
+            op = (kind, i, draw(pick))
+        elif kind == "scale":
+            op = (kind, i, draw(st.sampled_from((0.5, -2.0, 3.0))))
+        elif not m.names:
+            continue  # the rest need an axis
+        elif kind in REDUCE:
+            sel = draw(st.sampled_from(("one", "two", "all")))
+            if sel == "one" or len(m.names) < 2:
+                axes: Any = draw(st.sampled_from(m.names))
+            elif sel == "two":
+                axes = tuple(draw(st.permutations(m.names))[:2])
+            else:
+                axes = None
+            op = (kind, i, axes)
+        elif kind == "dot":
+            partners = [j for j in range(n) if set(metas[j].names) & set(m.names)]
+            j = draw(st.sampled_from(partners))  # i itself is always a partner
+            shared = [a for a in m.names if a in metas[j].names]
+            k = draw(st.integers(1, len(shared)))
+            op = (kind, i, j, tuple(draw(st.permutations(shared))[:k]))
+        elif kind == "rearrange":
+            perm = tuple(draw(st.permutations(m.names)))
+            if len(perm) >= 2 and draw(st.booleans()):  # an ellipsis standing for the rest
+                keep = draw(st.integers(1, len(perm) - 1))
+                at = draw(st.integers(0, keep))
+                perm = perm[:keep][:at] + (Ellipsis,) + perm[:keep][at:]
+            op = (kind, i, perm)
+        elif kind == "softmax":
+            op = (kind, i, draw(st.sampled_from(m.names)))
+        else:  # take
+            a = draw(st.sampled_from(m.names))
+            op = (kind, i, a, draw(st.integers(0, sizes[a] - 1)))
+        meta = _meta_for(op, metas, sizes)
+        if meta.bound > MAX_BOUND:
+            continue
+        ops.append(op)
+        metas.append(meta)
+    outputs = (len(metas) - 1,)
+    if draw(st.booleans(), label="second output"):
+        outputs += (draw(st.integers(0, len(metas) - 2)),)
+    return Program(sizes, tuple(inputs), tuple(ops), outputs, tuple(metas))
+
+
+# --- running a program with namax ----------------------------------------------------------
+def run_namax(prog: Program, *xs: nx.NamedArray) -> tuple:
+    vals = list(xs)
+    for op in prog.ops:
+        kind, x = op[0], vals[op[1]]
+        if kind in UNARY:
+            y = getattr(nx, kind)(x)
+        elif kind == "add":
+            y = x + vals[op[2]]
+        elif kind == "sub":
+            y = x - vals[op[2]]
+        elif kind == "mul":
+            y = x * vals[op[2]]
+        elif kind == "maximum":
+            y = nx.maximum(x, vals[op[2]])
+        elif kind in REDUCE:
+            y = getattr(nx, kind)(x, op[2])
+        elif kind == "dot":
+            y = nx.dot(x, vals[op[2]], axis=op[3])
+        elif kind == "rearrange":
+            y = x.rearrange(op[2])
+        elif kind == "softmax":
+            y = nx.nn.softmax(x, op[2])
+        elif kind == "take":
+            y = x[op[2], op[3]]
+        else:
+            y = x * op[2]
+        vals.append(y)
+    return tuple(vals[k] for k in prog.outputs)
+
+
+# --- the NumPy reference (names -> positions done here, no namax) ---------------------------
+def _align(arr: np.ndarray, names: tuple, to: tuple) -> np.ndarray:
+    """``arr`` (dims ``names``) transposed and expanded to broadcast against dims ``to``."""
+    present = [a for a in to if a in names]
+    arr = np.transpose(arr, [names.index(a) for a in present])
+    return arr.reshape([arr.shape[present.index(a)] if a in names else 1 for a in to])
+
+
+def reference(prog: Program, arrays: list) -> list:
+    vals = [(np.asarray(a, np.float64), names) for a, names in zip(arrays, prog.inputs)]
+    for op in prog.ops:
+        kind, (x, xn) = op[0], vals[op[1]]
+        if kind in UNARY:
+            f = {"exp": np.exp, "tanh": np.tanh, "sin": np.sin, "abs": np.abs, "square": np.square}[kind]
+            out = (f(x), xn)
+        elif kind in BINARY:
+            y, yn = vals[op[2]]
+            names = _union(xn, yn)
+            f = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum}[kind]
+            out = (f(_align(x, xn, names), _align(y, yn, names)), names)
+        elif kind in REDUCE:
+            axes = xn if op[2] is None else (op[2],) if isinstance(op[2], str) else op[2]
+            f = {"sum": np.sum, "mean": np.mean, "max": np.max}[kind]
+            out = (f(x, axis=tuple(xn.index(a) for a in axes)), tuple(a for a in xn if a not in axes))
+        elif kind == "dot":
+            y, yn = vals[op[2]]
+            names = _union(xn, yn)
+            prod = _align(x, xn, names) * _align(y, yn, names)
+            out = (np.sum(prod, axis=tuple(names.index(a) for a in op[3])),
+                   tuple(a for a in names if a not in op[3]))
+        elif kind == "rearrange":
+            names = _rearranged(xn, op[2])
+            out = (np.transpose(x, [xn.index(a) for a in names]), names)
+        elif kind == "softmax":
+            k = xn.index(op[2])
+            e = np.exp(x - np.max(x, axis=k, keepdims=True))
+            out = (e / np.sum(e, axis=k, keepdims=True), xn)
+        elif kind == "take":
+            out = (np.take(x, op[3], axis=xn.index(op[2])), tuple(a for a in xn if a != op[2]))
+        else:
+            out = (x * op[2], xn)
+        vals.append(out)
+    return [vals[k] for k in prog.outputs]
+
+
+# --- meshes and mappings ---------------------------------------------------------------------
+_MESHES: dict = {}
+
+
+def _mesh(kind: str):
+    if kind not in _MESHES:
+        axis_type = getattr(AxisType, kind)
+        _MESHES[kind] = jax.make_mesh((4, 2), ("data", "model"), axis_types=(axis_type,) * 2)
+    return _MESHES[kind]
+
+
+@st.composite
+def mappings(draw, sizes: dict) -> dict:
+    """Axis name -> "data" / "model" / ("data", "model"), sizes dividing, each mesh axis used once."""
+    free = set(MESH_SHAPE)
+    mapping = {}
+    for name in draw(st.permutations(sorted(sizes))):
+        options: list = [None]
+        for target in ("data", "model", ("data", "model")):
+            axes = (target,) if isinstance(target, str) else target
+            if set(axes) <= free and sizes[name] % math.prod(MESH_SHAPE[a] for a in axes) == 0:
+                options.append(target)
+        target = draw(st.sampled_from(options))
+        if target is not None:
+            mapping[name] = target
+            free -= {target} if isinstance(target, str) else set(target)
+    return mapping
+
+
+# --- the test ------------------------------------------------------------------------------------
+def _check(what: str, got: Any, ref: tuple, meta: Meta, prog: Program, scale: float = 1.0) -> None:
+    arr, names = ref
+    assert isinstance(got, nx.NamedArray), f"{what}: got a {type(got).__name__}\nprogram:{prog!r}"
+    assert got.axis_names == names, f"{what}: axes {got.axis_names}, expected {names}\nprogram:{prog!r}"
+    assert tuple(got.array.shape) == arr.shape, (
+        f"{what}: shape {got.array.shape}, expected {arr.shape}\nprogram:{prog!r}")
+    atol = scale * (8 * meta.err + 1e-6)
+    np.testing.assert_allclose(np.asarray(got.array, np.float64), arr, rtol=1e-5, atol=atol,
+                               err_msg=f"{what} (atol {atol:.3g})\nprogram:{prog!r}")
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prog=programs(), seed=st.integers(0, 2 ** 16), mesh_kind=st.sampled_from(["Explicit", "Auto"]),
+       via=st.sampled_from(["mesh=", "set_mesh"]), data=st.data())
+def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: str, data: st.DataObject) -> None:
+    mapping = data.draw(mappings(prog.sizes), label="axis_resources")
+    if mesh_kind == "Explicit" and not any(a in mapping for names in prog.inputs for a in names):
+        # BUG (namax, reported): namedjit(fn, axis_resources=m, mesh=<Explicit mesh>) with no
+        # input axis in m raises "ValueError: Length of device assignment 1 is not equal to the
+        # size of the mesh 8 ... enter your `jit` into a mesh context via `jax.set_mesh`".
+        # Under jax.set_mesh the same call works, so only that combination is excluded.
+        via = "set_mesh"
+    rng = np.random.default_rng(seed)
+    arrays = [rng.uniform(-1, 1, size=[prog.sizes[a] for a in names]).astype(np.float32) for names in prog.inputs]
+    xs = [nx.named(a, names) for a, names in zip(arrays, prog.inputs)]
+    expected = reference(prog, arrays)
+    out_metas = [prog.metas[k] for k in prog.outputs]
+
+    def fn(*xs):
+        return run_namax(prog, *xs)
+
+    runs = {
+        "eager": fn(*xs),
+        "jax.jit": jax.jit(fn)(*xs),
+        "namedjit": nx.namedjit(fn)(*xs),
+    }
+    mesh = _mesh(mesh_kind)
+    if via == "mesh=":
+        sharded = nx.namedjit(fn, axis_resources=mapping, mesh=mesh)(*xs)
+    else:
+        with jax.set_mesh(mesh):
+            sharded = nx.namedjit(fn, axis_resources=mapping)(*xs)
+    runs[f"namedjit sharded {mapping} on {mesh_kind} mesh via {via}"] = sharded
+    for what, outs in runs.items():
+        assert len(outs) == len(expected), f"{what}: {len(outs)} outputs\nprogram:{prog!r}"
+        for got, ref, meta in zip(outs, expected, out_metas):
+            _check(what, got, ref, meta, prog)
+    for got, plain, ref, meta in zip(sharded, runs["namedjit"], expected, out_metas):
+        # sharded against unsharded: both within the bound of the exact value
+        np.testing.assert_allclose(np.asarray(got.array), np.asarray(plain.array), rtol=2e-5,
+                                   atol=2 * (8 * meta.err + 1e-6),
+                                   err_msg=f"sharded {mapping} vs unsharded\nprogram:{prog!r}")
+        spec = pspec_for(got.axis_names, got.array.shape, mapping, mesh, strict=False, what="output")
+        # a replicated output may come back on one device (mesh= with an Auto mesh and no
+        # input placed by the mapping: plain jax.jit placement); a sharded one must match.
+        placed = got.array.sharding.is_fully_replicated if not any(spec) else \
+            got.array.sharding.is_equivalent_to(NamedSharding(mesh, spec), got.array.ndim)
+        assert placed, (
+            f"output {got.axis_names} placed {got.array.sharding.spec}, names map to {spec} "
+            f"under {mapping} ({mesh_kind} mesh)\nprogram:{prog!r}")
+
+
+def test_reference_alignment():
+    """The reference's own names -> positions alignment, on a hand-worked case."""
+    prog = Program({"a": 2, "b": 3}, (("a", "b"), ("b",)), (("add", 0, 1), ("dot", 2, 0, ("a",))), (3,),
+                   (Meta(("a", "b"), 1, 0), Meta(("b",), 1, 0), Meta(("a", "b"), 2, 0), Meta(("b",), 4, 0)))
+    x = np.arange(6.0).reshape(2, 3)
+    y = np.array([10.0, 20.0, 30.0])
+    ((out, names),) = reference(prog, [x, y])
+    assert names == ("b",)
+    np.testing.assert_allclose(out, ((x + y) * x).sum(0))
+    assert _rearranged(("a", "b", "c"), ("c", ...)) == ("c", "a", "b")
+    assert _rearranged(("a", "b", "c"), (..., "a")) == ("b", "c", "a")
