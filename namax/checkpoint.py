@@ -221,9 +221,7 @@ def _fsync_dir(directory: str | os.PathLike) -> None:
 
 def _remove(path: pathlib.Path, why: str) -> None:
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     except OSError as e:
         logger.warning("could not remove %s (%s): %s", path, why, _one_line(e))
 

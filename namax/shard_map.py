@@ -260,7 +260,7 @@ def _broadcast_in_specs(in_specs: Any, args: tuple, fname: str) -> list:
         in_specs = tuple(in_specs)
 
     class Each(tuple):
-        pass
+        """One spec per leaf of one argument (a tuple that is a tree leaf here)."""
 
     try:
         spread = jax.tree_util.tree_map(

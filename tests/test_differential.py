@@ -14,12 +14,19 @@ each applied to values produced earlier. Every program is run
 
 and all results must have the same axis names (in the same order) and values equal up
 to a float32 error bound computed alongside the program (``Meta.err``). The sharded
-outputs must also be placed as their names map (``pspec_for``, non-strict).
+outputs must also be placed as their names map (``pspec_for``); a mapped output axis whose
+size does not divide (after a slice or rename) must raise ``ShardingError`` (outputs are
+placed strictly, like inputs), and is then dropped from the mapping.
 
-A program is printed as one line per value (``v3 = dot(v0, v2, axis=('b',))  # ('a', 'c')``),
+Two namax findings are excluded where they apply (see "BUG" and "FINDING" below): mesh= with
+an Explicit mesh and a mapping that places no input and no output; and placement (not values)
+of unmapped outputs on an Auto mesh.
+
+A program is printed as one line per value (``v3 = dot(v0, v2, axis=('b',))  # {'a': 4, 'c': 2}``),
 so a shrunk failure reads as a program.
 
-More examples: ``NAMAX_DIFF_EXAMPLES=200 pytest tests/test_differential.py``.
+50 examples by default (about 10-15 s here); more: ``NAMAX_DIFF_EXAMPLES=200 pytest
+tests/test_differential.py`` (add ``--hypothesis-seed=N`` for a fresh search).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -49,7 +56,8 @@ EPS = 2.0 ** -23  # float32 unit roundoff (generous: XLA's exp/tanh approximatio
 UNARY = ("exp", "tanh", "sin", "abs", "square")
 BINARY = ("add", "sub", "mul", "maximum")
 REDUCE = ("sum", "mean", "max")
-OTHER = ("dot", "rearrange", "softmax", "take", "scale")
+OTHER = ("dot", "rearrange", "softmax", "take", "slice", "rename", "scale")
+RENAMES = NAMES + ("d", "e")  # rename targets: the other axes' names (maybe of another size) or new ones
 OPS = UNARY + BINARY + REDUCE + OTHER
 """Op tuples (the program's instructions; ``i``, ``j`` index earlier values):
 
@@ -60,10 +68,15 @@ OPS = UNARY + BINARY + REDUCE + OTHER
 * ``("rearrange", i, spec)``: ``v_i.rearrange(spec)``, spec a permutation, maybe with ``...``
 * ``("softmax", i, name)``: ``nx.nn.softmax(v_i, name)``
 * ``("take", i, name, k)``: ``v_i[name, k]`` (drops the axis)
+* ``("slice", i, name, lo, hi)``: ``v_i[name, lo:hi]`` (the axis keeps its name, with size hi - lo)
+* ``("rename", i, old, new)``: ``v_i.rename({old: new})``
 * ``("scale", i, c)``: ``v_i * c`` (a Python float)
+
+Binary ops and dot are drawn only between values whose shared names have equal sizes; an op
+whose result could exceed ``MAX_BOUND`` in magnitude is not drawn.
 """
 
-EXAMPLES = int(os.environ.get("NAMAX_DIFF_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("NAMAX_DIFF_EXAMPLES", "50"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +85,23 @@ class Meta:
     float32 absolute error against exact arithmetic."""
 
     names: tuple
+    sizes: tuple
     bound: float
     err: float
+
+    @property
+    def size(self) -> dict:
+        return dict(zip(self.names, self.sizes))
+
+
+def _fits(m1: Meta, m2: Meta) -> bool:
+    """Shared names have equal sizes (else namax rightly refuses to broadcast them)."""
+    return all(m1.size[a] == m2.size[a] for a in m1.names if a in m2.names)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Program:
-    sizes: dict  # name -> size
+    sizes: dict  # name -> size, for the inputs
     inputs: tuple  # per input, its axis names
     ops: tuple  # op tuples, value numbers continue after the inputs
     outputs: tuple  # value numbers returned
@@ -90,7 +113,7 @@ class Program:
     def line(self, k: int) -> str:
         n = len(self.inputs)
         if k < n:
-            return f"v{k} = input{k}  # {self.metas[k].names}"
+            return f"v{k} = input{k}  # {self.metas[k].size}"
         op = self.ops[k - n]
         kind, args = op[0], op[1:]
         if kind in UNARY + BINARY:
@@ -105,9 +128,13 @@ class Program:
             call = f"softmax(v{args[0]}, {args[1]!r})"
         elif kind == "take":
             call = f"v{args[0]}[{args[1]!r}, {args[2]}]"
+        elif kind == "slice":
+            call = f"v{args[0]}[{args[1]!r}, {args[2]}:{args[3]}]"
+        elif kind == "rename":
+            call = f"v{args[0]}.rename({{{args[1]!r}: {args[2]!r}}})"
         else:
             call = f"v{args[0]} * {args[1]!r}"
-        return f"v{k} = {call}  # {self.metas[k].names}"
+        return f"v{k} = {call}  # {self.metas[k].size}"
 
     def __repr__(self) -> str:
         lines = [f"sizes {self.sizes}"] + [self.line(k) for k in range(len(self.metas))]
@@ -122,52 +149,64 @@ def _union(*name_tuples: tuple) -> tuple:
     return tuple(out)
 
 
-def _meta_for(op: tuple, metas: list, sizes: dict) -> Meta:
-    """The result's names and error bounds (forward error analysis, per op)."""
+def _meta_for(op: tuple, metas: list) -> Meta:
+    """The result's names, sizes and bounds (value; float32 error by forward analysis)."""
     kind = op[0]
     m = metas[op[1]]
     b, e = m.bound, m.err
+
+    def same(bound: float, err: float) -> Meta:
+        return Meta(m.names, m.sizes, bound, err)
+
+    def of(size: dict, names: tuple, bound: float, err: float) -> Meta:
+        return Meta(tuple(names), tuple(size[a] for a in names), bound, err)
+
     if kind == "exp":
-        out = math.exp(b)
-        return Meta(m.names, out, out * (e + 2 * EPS))
+        out = math.exp(min(b, 100.0))  # (past MAX_BOUND anyway: not drawn)
+        return same(out, out * (e + 2 * EPS))
     if kind in ("tanh", "sin"):
-        return Meta(m.names, 1.0 if kind == "tanh" else min(b, 1.0), e + 2 * EPS)
+        return same(1.0 if kind == "tanh" else min(b, 1.0), e + 2 * EPS)
     if kind == "abs":
-        return Meta(m.names, b, e)
+        return same(b, e)
     if kind == "square":
-        return Meta(m.names, b * b, 2 * b * e + e * e + EPS * b * b)
+        return same(b * b, 2 * b * e + e * e + EPS * b * b)
     if kind == "scale":
         c = abs(op[2])
-        return Meta(m.names, b * c, e * c + EPS * b * c)
+        return same(b * c, e * c + EPS * b * c)
     if kind in BINARY:
         m2 = metas[op[2]]
+        size = {**m.size, **m2.size}
         names = _union(m.names, m2.names)
         if kind in ("add", "sub"):
-            return Meta(names, b + m2.bound, e + m2.err + EPS * (b + m2.bound))
+            return of(size, names, b + m2.bound, e + m2.err + EPS * (b + m2.bound))
         if kind == "mul":
-            return Meta(names, b * m2.bound, b * m2.err + m2.bound * e + e * m2.err + EPS * b * m2.bound)
-        return Meta(names, max(b, m2.bound), max(e, m2.err))
+            return of(size, names, b * m2.bound, b * m2.err + m2.bound * e + e * m2.err + EPS * b * m2.bound)
+        return of(size, names, max(b, m2.bound), max(e, m2.err))
     if kind in REDUCE:
         axes = m.names if op[2] is None else (op[2],) if isinstance(op[2], str) else op[2]
-        n = math.prod(sizes[a] for a in axes)
+        n = math.prod(m.size[a] for a in axes)
         names = tuple(a for a in m.names if a not in axes)
         if kind == "sum":
-            return Meta(names, b * n, n * e + n * EPS * b)
+            return of(m.size, names, b * n, n * e + n * EPS * b)
         if kind == "mean":
-            return Meta(names, b, e + n * EPS * b)
-        return Meta(names, b, e)
+            return of(m.size, names, b, e + n * EPS * b)
+        return of(m.size, names, b, e)
     if kind == "dot":
         m2 = metas[op[2]]
-        n = math.prod(sizes[a] for a in op[3])
+        n = math.prod(m.size[a] for a in op[3])
         names = tuple(a for a in _union(m.names, m2.names) if a not in op[3])
         prod_err = b * m2.err + m2.bound * e + e * m2.err
-        return Meta(names, n * b * m2.bound, n * prod_err + n * EPS * b * m2.bound)
+        return of({**m.size, **m2.size}, names, n * b * m2.bound, n * prod_err + n * EPS * b * m2.bound)
     if kind == "rearrange":
-        return Meta(_rearranged(m.names, op[2]), b, e)
+        return of(m.size, _rearranged(m.names, op[2]), b, e)
     if kind == "softmax":
-        return Meta(m.names, 1.0, 2 * e + 16 * EPS)
+        return same(1.0, 2 * e + 16 * EPS)
     if kind == "take":
-        return Meta(tuple(a for a in m.names if a != op[2]), b, e)
+        return of(m.size, tuple(a for a in m.names if a != op[2]), b, e)
+    if kind == "slice":
+        return of({**m.size, op[2]: op[4] - op[3]}, m.names, b, e)
+    if kind == "rename":
+        return of({**m.size, op[3]: m.size[op[2]]}, tuple(op[3] if a == op[2] else a for a in m.names), b, e)
     raise AssertionError(op)
 
 
@@ -190,21 +229,24 @@ def programs(draw) -> Program:
         k = draw(st.integers(1, n_axes))
         axes = tuple(draw(st.permutations(names))[:k])
         inputs.append(axes)
-        metas.append(Meta(axes, 1.0, 0.0))
+        metas.append(Meta(axes, tuple(sizes[a] for a in axes), 1.0, 0.0))
     ops: list[tuple] = []
     target = draw(st.integers(3, 6), label="n_ops")
     tries = 0
-    while len(ops) < target and tries < 4 * target:
+    while len(ops) < target and tries < 8 * target:
         tries += 1
         n = len(metas)
-        pick = st.integers(0, n - 1)
+        pick = st.integers(0, n - 1).map(lambda k, n=n: n - 1 - k)  # shrinks to the latest value: chains
         kind = draw(st.sampled_from(OPS))
         i = draw(pick)
         m = metas[i]
         if kind in UNARY:
             op = (kind, i)
         elif kind in BINARY:
-            op = (kind, i, draw(pick))
+            j = draw(pick)
+            if not _fits(m, metas[j]):
+                continue
+            op = (kind, i, j)
         elif kind == "scale":
             op = (kind, i, draw(st.sampled_from((0.5, -2.0, 3.0))))
         elif not m.names:
@@ -219,7 +261,7 @@ def programs(draw) -> Program:
                 axes = None
             op = (kind, i, axes)
         elif kind == "dot":
-            partners = [j for j in range(n) if set(metas[j].names) & set(m.names)]
+            partners = [j for j in range(n) if set(metas[j].names) & set(m.names) and _fits(m, metas[j])]
             j = draw(st.sampled_from(partners))  # i itself is always a partner
             shared = [a for a in m.names if a in metas[j].names]
             k = draw(st.integers(1, len(shared)))
@@ -233,10 +275,17 @@ def programs(draw) -> Program:
             op = (kind, i, perm)
         elif kind == "softmax":
             op = (kind, i, draw(st.sampled_from(m.names)))
-        else:  # take
+        elif kind == "take":
             a = draw(st.sampled_from(m.names))
-            op = (kind, i, a, draw(st.integers(0, sizes[a] - 1)))
-        meta = _meta_for(op, metas, sizes)
+            op = (kind, i, a, draw(st.integers(0, m.size[a] - 1)))
+        elif kind == "slice":
+            a = draw(st.sampled_from(m.names))
+            lo = draw(st.integers(0, m.size[a] - 1))
+            op = (kind, i, a, lo, draw(st.integers(lo + 1, m.size[a])))
+        else:  # rename
+            a = draw(st.sampled_from(m.names))
+            op = (kind, i, a, draw(st.sampled_from([r for r in RENAMES if r not in m.names])))
+        meta = _meta_for(op, metas)
         if meta.bound > MAX_BOUND:
             continue
         ops.append(op)
@@ -272,6 +321,10 @@ def run_namax(prog: Program, *xs: nx.NamedArray) -> tuple:
             y = nx.nn.softmax(x, op[2])
         elif kind == "take":
             y = x[op[2], op[3]]
+        elif kind == "slice":
+            y = x[op[2], op[3]:op[4]]
+        elif kind == "rename":
+            y = x.rename({op[2]: op[3]})
         else:
             y = x * op[2]
         vals.append(y)
@@ -317,6 +370,10 @@ def reference(prog: Program, arrays: list) -> list:
             out = (e / np.sum(e, axis=k, keepdims=True), xn)
         elif kind == "take":
             out = (np.take(x, op[3], axis=xn.index(op[2])), tuple(a for a in xn if a != op[2]))
+        elif kind == "slice":
+            out = (np.take(x, np.arange(op[3], op[4]), axis=xn.index(op[2])), xn)
+        elif kind == "rename":
+            out = (x, tuple(op[3] if a == op[2] else a for a in xn))
         else:
             out = (x * op[2], xn)
         vals.append(out)
@@ -336,9 +393,12 @@ def _mesh(kind: str):
 
 @st.composite
 def mappings(draw, sizes: dict) -> dict:
-    """Axis name -> "data" / "model" / ("data", "model"), sizes dividing, each mesh axis used once."""
+    """Axis name -> "data" / "model" / ("data", "model"), each mesh axis used once, input sizes
+    dividing (a name on no input, such as a rename target, is placed non-strictly where it
+    appears, so any target goes)."""
     free = set(MESH_SHAPE)
     mapping = {}
+    sizes = {**{r: 8 for r in RENAMES}, **sizes}
     for name in draw(st.permutations(sorted(sizes))):
         options: list = [None]
         for target in ("data", "model", ("data", "model")):
@@ -364,19 +424,51 @@ def _check(what: str, got: Any, ref: tuple, meta: Meta, prog: Program, scale: fl
                                err_msg=f"{what} (atol {atol:.3g})\nprogram:{prog!r}")
 
 
+def _inputs(prog: Program, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, size=[prog.sizes[a] for a in names]).astype(np.float32) for names in prog.inputs]
+
+
+def xs_for(prog: Program, seed: int) -> list:
+    return [nx.named(a, names) for a, names in zip(_inputs(prog, seed), prog.inputs)]
+
+
+def _run_sharded(prog: Program, mapping: dict, mesh, via: str, xs: list) -> tuple:
+    def fn(*xs):
+        return run_namax(prog, *xs)
+
+    if via == "mesh=":
+        return nx.namedjit(fn, axis_resources=mapping, mesh=mesh)(*xs)
+    with jax.set_mesh(mesh):
+        return nx.namedjit(fn, axis_resources=mapping)(*xs)
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prog=programs(), seed=st.integers(0, 2 ** 16), mesh_kind=st.sampled_from(["Explicit", "Auto"]),
        via=st.sampled_from(["mesh=", "set_mesh"]), data=st.data())
 def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: str, data: st.DataObject) -> None:
     mapping = data.draw(mappings(prog.sizes), label="axis_resources")
-    if mesh_kind == "Explicit" and not any(a in mapping for names in prog.inputs for a in names):
-        # BUG (namax, reported): namedjit(fn, axis_resources=m, mesh=<Explicit mesh>) with no
-        # input axis in m raises "ValueError: Length of device assignment 1 is not equal to the
-        # size of the mesh 8 ... enter your `jit` into a mesh context via `jax.set_mesh`".
-        # Under jax.set_mesh the same call works, so only that combination is excluded.
+    mesh = _mesh(mesh_kind)
+    # Outputs are placed strictly, as inputs are (namax/passes/pipeline.py: "inputs and outputs
+    # are placed by the user: strict"): a mapped output axis whose size does not divide (after
+    # a slice or a rename) is a ShardingError. Such names are checked to raise, then dropped.
+    bad = [(m.names, m.sizes, a) for m in (prog.metas[k] for k in prog.outputs) for a, size in m.size.items()
+           if a in mapping and size % math.prod(MESH_SHAPE[t] for t in np.atleast_1d(mapping[a])) != 0]
+    if bad:
+        with pytest.raises(nx.ShardingError, match="does not divide"):
+            _run_sharded(prog, mapping, mesh, via, xs_for(prog, seed))
+        mapping = {a: t for a, t in mapping.items() if a not in {b[2] for b in bad}}
+    placed_any = any(any(pspec_for(m.names, m.sizes, mapping, mesh, strict=False))
+                     for m in [prog.metas[k] for k in range(len(prog.inputs))] + [prog.metas[k] for k in prog.outputs])
+    if mesh_kind == "Explicit" and not placed_any:
+        # BUG (namax, reported): namedjit(fn, axis_resources=m, mesh=<Explicit mesh>) where m
+        # places no input and no output (e.g. m={}: namedjit(nx.exp, axis_resources={},
+        # mesh=jax.make_mesh((4, 2), ("data", "model")))(x)) raises "ValueError: Length of device
+        # assignment 1 is not equal to the size of the mesh 8 of aval f32[8]({Explicit: ('data',
+        # 'model')}). Please enter your `jit` into a mesh context via `jax.set_mesh`". Under
+        # jax.set_mesh the same call works, so only mesh= in that case is excluded.
         via = "set_mesh"
-    rng = np.random.default_rng(seed)
-    arrays = [rng.uniform(-1, 1, size=[prog.sizes[a] for a in names]).astype(np.float32) for names in prog.inputs]
+    arrays = _inputs(prog, seed)
     xs = [nx.named(a, names) for a, names in zip(arrays, prog.inputs)]
     expected = reference(prog, arrays)
     out_metas = [prog.metas[k] for k in prog.outputs]
@@ -389,12 +481,7 @@ def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: st
         "jax.jit": jax.jit(fn)(*xs),
         "namedjit": nx.namedjit(fn)(*xs),
     }
-    mesh = _mesh(mesh_kind)
-    if via == "mesh=":
-        sharded = nx.namedjit(fn, axis_resources=mapping, mesh=mesh)(*xs)
-    else:
-        with jax.set_mesh(mesh):
-            sharded = nx.namedjit(fn, axis_resources=mapping)(*xs)
+    sharded = _run_sharded(prog, mapping, mesh, via, xs)
     runs[f"namedjit sharded {mapping} on {mesh_kind} mesh via {via}"] = sharded
     for what, outs in runs.items():
         assert len(outs) == len(expected), f"{what}: {len(outs)} outputs\nprogram:{prog!r}"
@@ -406,10 +493,15 @@ def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: st
                                    atol=2 * (8 * meta.err + 1e-6),
                                    err_msg=f"sharded {mapping} vs unsharded\nprogram:{prog!r}")
         spec = pspec_for(got.axis_names, got.array.shape, mapping, mesh, strict=False, what="output")
-        # a replicated output may come back on one device (mesh= with an Auto mesh and no
-        # input placed by the mapping: plain jax.jit placement); a sharded one must match.
-        placed = got.array.sharding.is_fully_replicated if not any(spec) else \
-            got.array.sharding.is_equivalent_to(NamedSharding(mesh, spec), got.array.ndim)
+        if not any(spec) and mesh_kind == "Auto":
+            # FINDING (namax, reported): on an Auto mesh an output whose names map to no mesh
+            # axis gets no constraint (``constrain`` is a no-op for a replicated spec), so it
+            # keeps the sharding XLA propagates: namedjit(lambda x: x.rename({"a": "b"}),
+            # axis_resources={"a": "model"}, mesh=auto_mesh) returns 'b' sharded P('model')
+            # (an Explicit mesh returns P(None)). It may also come back on one device (mesh=,
+            # no input placed). Values are checked above; placement is not, for this case only.
+            continue
+        placed = got.array.sharding.is_equivalent_to(NamedSharding(mesh, spec), got.array.ndim)
         assert placed, (
             f"output {got.axis_names} placed {got.array.sharding.spec}, names map to {spec} "
             f"under {mapping} ({mesh_kind} mesh)\nprogram:{prog!r}")
@@ -418,7 +510,8 @@ def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: st
 def test_reference_alignment():
     """The reference's own names -> positions alignment, on a hand-worked case."""
     prog = Program({"a": 2, "b": 3}, (("a", "b"), ("b",)), (("add", 0, 1), ("dot", 2, 0, ("a",))), (3,),
-                   (Meta(("a", "b"), 1, 0), Meta(("b",), 1, 0), Meta(("a", "b"), 2, 0), Meta(("b",), 4, 0)))
+                   (Meta(("a", "b"), (2, 3), 1, 0), Meta(("b",), (3,), 1, 0), Meta(("a", "b"), (2, 3), 2, 0),
+                    Meta(("b",), (3,), 4, 0)))
     x = np.arange(6.0).reshape(2, 3)
     y = np.array([10.0, 20.0, 30.0])
     ((out, names),) = reference(prog, [x, y])

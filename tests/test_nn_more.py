@@ -193,7 +193,7 @@ def test_moe_linear_init_scale_and_errors():
     layer = hnn.MoELinear.init(Ex, Big, Axis("mlp", 64), key=jax.random.key(0), use_bias=False)
     assert layer.bias is None
     close(float(jnp.std(layer.weight.array)) * math.sqrt(Big.size), _TRUNC_STD, 0.03)
-    with pytest.raises(NotImplementedError, match="use_gmm=True"):
+    with pytest.raises(ValueError, match="use_gmm=True"):
         hnn.MoELinear.init(Ex, Em, Mlp, key=jax.random.key(0), use_gmm=True)
     layer = hnn.MoELinear.init(Ex, Em, Mlp, key=jax.random.key(0))
     with pytest.raises(ValueError, match="lacks the In axis 'embed'"):

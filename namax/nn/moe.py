@@ -163,8 +163,8 @@ class MoELinear(eqx.Module):
         if len({Experts.name, In.name, Out.name}) != 3:
             raise ValueError(f"{what}: Experts {Experts}, In {In} and Out {Out} need distinct names")
         if use_gmm:
-            raise NotImplementedError(f"{what}: use_gmm=True (Haliax's megablox/shard_map kernel) is not "
-                                      "implemented in namax; use the default use_gmm=False (jax.lax.ragged_dot)")
+            raise ValueError(f"{what}: use_gmm=True (Haliax's megablox/shard_map kernel) is not supported by "
+                             "namax; use the default use_gmm=False (jax.lax.ragged_dot)")
         axes = (Experts, Out, In) if out_first else (Experts, In, Out)
         weight = nxrandom.truncated_normal(key, axes, -3.0, 3.0, dtype=dtype) * (init_scale / math.sqrt(In.size))
         bias = zeros(Out, dtype=dtype) if use_bias else None
