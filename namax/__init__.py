@@ -30,6 +30,7 @@ from . import partitioning  # noqa: E402
 from . import haxtyping, hof, state_dict, tree_util, util  # noqa: E402
 from .infer import infer_names  # noqa: E402
 from .dump import dump  # noqa: E402  (``namax.dump`` is the function)
+from .plan import plan  # noqa: E402  (``namax.plan`` is the function; ``from namax.plan import Plan``)
 from .jit import NamedJit, namedjit  # noqa: E402
 from .shard_map import set_mesh, shard_map  # noqa: E402  (also namax.partitioning.shard_map)
 from . import debug  # noqa: E402
@@ -51,7 +52,7 @@ from . import axis as _x, hof as _h, ref as _ref
 __all__ = [
     "NamedArray", "is_named", "named", "named_axes_p", "nn", "random", "partitioning",
     "shard_map", "set_mesh", "debug",
-    "infer_names", "dump", "namedjit", "named_jit", "NamedJit", "ShardingError", "axis_mapping", "current_axis_mapping",
+    "infer_names", "dump", "plan", "namedjit", "named_jit", "NamedJit", "ShardingError", "axis_mapping", "current_axis_mapping",
     "fsdp", "shard", "auto_sharded", "shard_with_axis_mapping",
     "Named", "NamedArrayAxes", "NamedArrayAxesSpec", "ReductionFunction", "SimpleReductionFunction",
     "are_shape_checks_enabled", "check_shape", "enable_shape_checks", "field", "is_named_array",

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import jax
 from jax.extend import core as jcore
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from .arguments import is_array, wrap_static_outputs
 from .axis import Axis
@@ -397,8 +397,23 @@ def evaluate(program: Program, leaves: Sequence[Any], config: Config) -> list:
     out_mapping = config.out_mapping if config.out_mapping is not None else config.mapping
     shapes = [v.aval.shape for v in program.jaxpr.jaxpr.outvars]
     specs = output_specs(program.out_names, shapes, out_mapping, config.mesh)
+    replicated = NamedSharding(auto_twin(config.mesh), PartitionSpec())
+
+    def on_the_mesh(v):  # unplaced inputs are replicated over the mesh: the jit runs on its devices
+        return [jax.lax.with_sharding_constraint(x, replicated) if _is_unsharded_array(x) else x for x in v]
+
     with jax.sharding.use_abstract_mesh(config.mesh.abstract_mesh):
-        return jax.sharding.auto_axes(lambda *v: program.evaluate(*v), out_sharding=specs)(*leaves)
+        return jax.sharding.auto_axes(lambda *v: program.evaluate(*on_the_mesh(v)), out_sharding=specs)(*leaves)
+
+
+def _is_unsharded_array(x: Any) -> bool:
+    """An array input whose (abstract) sharding names no mesh axis."""
+    aval = getattr(x, "aval", None)
+    sharding = getattr(aval, "sharding", None)
+    if aval is None or not hasattr(aval, "shape"):
+        return False
+    spec = getattr(sharding, "spec", None)
+    return spec is None or all(s is None for s in spec)
 
 
 def run_passes(program: Program, pass_list: Sequence[Callable[[Program], Program]],

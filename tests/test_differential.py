@@ -18,9 +18,10 @@ outputs must also be placed as their names map (``pspec_for``); a mapped output 
 size does not divide (after a slice or rename) must raise ``ShardingError`` (outputs are
 placed strictly, like inputs), and is then dropped from the mapping.
 
-Two namax findings are excluded where they apply (see "BUG" and "FINDING" below): mesh= with
-an Explicit mesh and a mapping that places no input and no output; and placement (not values)
-of unmapped outputs on an Auto mesh.
+The test found two namax bugs, both fixed and now covered here: mesh= with an Explicit mesh
+and a mapping that placed no input and no output failed ("Length of device assignment 1 is
+not equal to the size of the mesh 8"); and on an Auto mesh an output whose names map to no
+mesh axis kept whatever sharding XLA propagated instead of being replicated.
 
 A program is printed as one line per value (``v3 = dot(v0, v2, axis=('b',))  # {'a': 4, 'c': 2}``),
 so a shrunk failure reads as a program.
@@ -458,16 +459,6 @@ def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: st
         with pytest.raises(nx.ShardingError, match="does not divide"):
             _run_sharded(prog, mapping, mesh, via, xs_for(prog, seed))
         mapping = {a: t for a, t in mapping.items() if a not in {b[2] for b in bad}}
-    placed_any = any(any(pspec_for(m.names, m.sizes, mapping, mesh, strict=False))
-                     for m in [prog.metas[k] for k in range(len(prog.inputs))] + [prog.metas[k] for k in prog.outputs])
-    if mesh_kind == "Explicit" and not placed_any:
-        # BUG (namax, reported): namedjit(fn, axis_resources=m, mesh=<Explicit mesh>) where m
-        # places no input and no output (e.g. m={}: namedjit(nx.exp, axis_resources={},
-        # mesh=jax.make_mesh((4, 2), ("data", "model")))(x)) raises "ValueError: Length of device
-        # assignment 1 is not equal to the size of the mesh 8 of aval f32[8]({Explicit: ('data',
-        # 'model')}). Please enter your `jit` into a mesh context via `jax.set_mesh`". Under
-        # jax.set_mesh the same call works, so only mesh= in that case is excluded.
-        via = "set_mesh"
     arrays = _inputs(prog, seed)
     xs = [nx.named(a, names) for a, names in zip(arrays, prog.inputs)]
     expected = reference(prog, arrays)
@@ -493,14 +484,6 @@ def test_random_programs_agree(prog: Program, seed: int, mesh_kind: str, via: st
                                    atol=2 * (8 * meta.err + 1e-6),
                                    err_msg=f"sharded {mapping} vs unsharded\nprogram:{prog!r}")
         spec = pspec_for(got.axis_names, got.array.shape, mapping, mesh, strict=False, what="output")
-        if not any(spec) and mesh_kind == "Auto":
-            # FINDING (namax, reported): on an Auto mesh an output whose names map to no mesh
-            # axis gets no constraint (``constrain`` is a no-op for a replicated spec), so it
-            # keeps the sharding XLA propagates: namedjit(lambda x: x.rename({"a": "b"}),
-            # axis_resources={"a": "model"}, mesh=auto_mesh) returns 'b' sharded P('model')
-            # (an Explicit mesh returns P(None)). It may also come back on one device (mesh=,
-            # no input placed). Values are checked above; placement is not, for this case only.
-            continue
         placed = got.array.sharding.is_equivalent_to(NamedSharding(mesh, spec), got.array.ndim)
         assert placed, (
             f"output {got.axis_names} placed {got.array.sharding.spec}, names map to {spec} "

@@ -229,3 +229,25 @@ def test_shard_inside_jit_uses_the_context_mesh(kind):
         out = jax.jit(lambda x: nx.shard(x, {"batch": "data", "embed": "model"}) * 2)(x)
     assert tuple(out.array.sharding.spec) == ("data", "model")
     np.testing.assert_array_equal(out.array, x.array * 2)
+
+
+def test_mesh_argument_with_a_mapping_that_places_nothing():
+    """An Explicit mesh given as ``mesh=`` with a mapping that places no input or output
+    runs on the mesh (replicated) instead of failing on a one-device assignment."""
+    mesh = jax.make_mesh((4, 2), ("data", "model"))
+    x = nx.named(jnp.arange(8.0), ("a",))
+    for mapping in ({}, {"b": "model"}):
+        out = namedjit(nx.exp, axis_resources=mapping, mesh=mesh)(x)
+        np.testing.assert_allclose(out.array, np.exp(np.arange(8.0)), rtol=1e-6)
+        assert out.array.sharding.is_equivalent_to(NamedSharding(mesh, P()), 1)
+
+
+@pytest.mark.parametrize("kind", ["Explicit", "Auto"])
+def test_outputs_whose_names_map_to_nothing_are_replicated(kind):
+    """Outputs are placed exactly by their names: an output with no mapped name is replicated
+    on both mesh kinds, not left as XLA propagated its input's sharding."""
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(getattr(AxisType, kind),) * 2)
+    x = nx.named(jnp.arange(8.0), ("a",))
+    out = namedjit(lambda x: x.rename({"a": "b"}), axis_resources={"a": "model"}, mesh=mesh)(x)
+    assert tuple(out.array.sharding.spec) in ((), (None,))
+    np.testing.assert_array_equal(out.array, x.array)

@@ -109,16 +109,17 @@ class ShardingPass:
                           for x, n, m, p in zip(values, in_names, in_maps, in_paths)]
             outs = ShardingInterpreter(mapping, inner_mesh, solved).run(closed, *values)
             if place is not None:
-                outs = [x if n is None else place(x, n, out_mapping, mesh, f"output {i}")
+                outs = [x if n is None else place(x, n, out_mapping, mesh, f"output {i}", exact=True)
                         for i, (x, n) in enumerate(zip(outs, out_names))]
             return outs
 
         return program.replace(jaxpr=closed, pending=evaluate)
 
 
-def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any, what: str = "") -> Any:
+def reshard(x: Any, names: tuple, mapping: ResourceMapping, mesh: Any, what: str = "", exact: bool = True) -> Any:
     """``x`` resharded (``jax.sharding.reshard``, Explicit meshes) to the spec its names map to
-    (strict for a value the user places: ``what`` says which, as in ``constrain``).
+    (strict for a value the user places: ``what`` says which, as in ``constrain``; always
+    exact: a replicated spec reshards to replicated).
 
     >>> import numpy as np, jax, jax.numpy as jnp
     >>> from jax.sharding import AxisType

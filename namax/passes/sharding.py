@@ -25,8 +25,11 @@ from ..tag import named_axes_p, tag
 ELEMENTWISE = frozenset(_ELEMENTWISE_NAMES)
 
 
-def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh, what: str = "") -> jax.Array:
-    """``x`` with a sharding constraint derived from its dimension ``names`` (no-op if replicated).
+def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh, what: str = "",
+              exact: bool = False) -> jax.Array:
+    """``x`` with a sharding constraint derived from its dimension ``names`` (no-op if
+    replicated, unless ``exact``: an output the user gets back is replicated as its names say,
+    not left as XLA happened to shard it).
 
     ``what`` names a value the user places (``"input args[0]['w']"``, ``"output 1"``): a
     size that does not divide its mesh axes, or a mesh axis used twice, is then an error
@@ -43,7 +46,7 @@ def constrain(x: jax.Array, names, mapping: ResourceMapping, mesh: Mesh, what: s
     True
     """
     spec = pspec_for(names, x.shape, mapping, mesh, strict=bool(what), what=what or "value")
-    if not any(e is not None for e in spec):
+    if not exact and not any(e is not None for e in spec):
         return x
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 

@@ -1,0 +1,575 @@
+"""``namax.plan``: search the axis mappings of a program for the cheapest one on a mesh.
+
+The program's axis names (NamedArray inputs, or ``in_axes`` for plain code) are solved for
+every value by the names pass. Each name may go to no mesh axis, to one mesh axis whose size
+divides it, or to the tuple of all mesh axes; a candidate that puts one mesh axis on two
+dimensions of an input or output is skipped. A cheap estimate from the named values (per
+device FLOPs, bytes and memory, and an all-reduce wherever a sharded name is contracted or
+reduced) ranks the candidates; the best ``max_compiles`` are compiled with
+:func:`namax.namedjit` on the mesh and ranked by :class:`CostModel` on what XLA reports:
+``compiled.cost_analysis()`` (FLOPs, bytes accessed), the collectives of the compiled HLO
+text (bytes by kind, :func:`collective_bytes`) and ``compiled.memory_analysis()``
+(argument + output + temp bytes per device, against ``memory_budget``).
+
+>>> import numpy as np, jax, namax as nx
+>>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+>>> x = nx.ones(nx.make_axes(batch=8, embed=4))
+>>> p = nx.plan(lambda x: nx.sum(x * 2, "embed"), x, mesh=mesh)
+>>> p.mapping, len(p.table), p.table[0].fits_budget
+({}, 1, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import jax
+from jax.sharding import Mesh, NamedSharding
+
+from .partitioning import MeshAxes, ShardingError, normalize_mapping, pspec_for
+from .tag import named_axes_p
+from .tools.summary import collectives as _collectives, human
+
+KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+"""The collective kinds counted (each HLO op, or its async ``-start`` half)."""
+
+
+def collective_bytes(hlo_text: str) -> dict[str, int]:
+    """Bytes moved by each kind of collective in compiled HLO text, from each op's result
+    type (an async ``-start`` op: the largest array of its tuple). Kinds absent are 0.
+
+    >>> hlo = '''
+    ...   %all-reduce = f32[512,128]{1,0} all-reduce(%fusion), channel_id=1, to_apply=%add
+    ...   %ag = bf16[8,4]{1,0} all-gather(%p), dimensions={0}
+    ...   %ags = (f32[2]{0}, f32[16]{0}) all-gather-start(%q), dimensions={0}
+    ...   %agd = f32[16]{0} all-gather-done(%ags)'''
+    >>> collective_bytes(hlo)
+    {'all-reduce': 262144, 'all-gather': 128, 'reduce-scatter': 0, 'all-to-all': 0, 'collective-permute': 0}
+    """
+    found = _collectives(hlo_text)
+    return {k: found.get(k, (0, 0))[1] for k in KINDS}
+
+
+@dataclasses.dataclass(frozen=True)
+class CostModel:
+    """Predicted seconds of one step per device:
+    ``flops / peak_flops + bytes_accessed / mem_bw + collective_bytes / link_bw``.
+
+    The defaults are constants for this CPU host (not measured at import, so plans are
+    deterministic): ``peak_flops=1e11`` FLOP/s and ``mem_bw=5e9`` B/s are rounded from a
+    1024x1024 f32 matmul (~2e11 FLOP/s over both cores) and a 32 MiB add (~5e9 B/s) timed
+    once on it; ``link_bw=1e9`` B/s stands in for an interconnect (the simulated devices
+    exchange data through host copies behind a rendezvous, slower than one plain copy).
+    Pass your accelerator's numbers for real hardware.
+
+    >>> CostModel().seconds(flops=1e11, bytes_accessed=5e9, collective=1e9)
+    3.0
+    """
+
+    peak_flops: float = 1e11
+    mem_bw: float = 5e9
+    link_bw: float = 1e9
+
+    def seconds(self, flops: float, bytes_accessed: float, collective: float) -> float:
+        return flops / self.peak_flops + bytes_accessed / self.mem_bw + collective / self.link_bw
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One mapping and what it costs. Compiled candidates carry XLA's numbers
+    (``predicted_cost`` in seconds by the :class:`CostModel`, ``memory_per_device`` in bytes,
+    ``collectives`` bytes by kind); pruned ones only the cheap ``estimate`` (seconds) and
+    ``estimated_memory`` (bytes), and ``compiled=False``.
+
+    >>> c = Candidate({"batch": "data"}, estimate=1e-3, estimated_memory=1024)
+    >>> c.compiled, c.fits_budget, mapping_text(c.mapping)
+    (False, True, 'batch->data')
+    """
+
+    mapping: dict
+    predicted_cost: Optional[float] = None
+    memory_per_device: Optional[int] = None
+    collectives: dict = dataclasses.field(default_factory=dict)
+    flops: Optional[float] = None
+    bytes_accessed: Optional[float] = None
+    fits_budget: bool = True
+    error: Optional[str] = None
+    estimate: float = 0.0
+    estimated_memory: int = 0
+    compiled: bool = False
+
+    @property
+    def collective_total(self) -> int:
+        return sum(self.collectives.values())
+
+
+def mapping_text(mapping: Mapping[str, MeshAxes]) -> str:
+    """``batch->data, mlp->(data,model)``; ``replicated`` for the empty mapping.
+
+    >>> mapping_text({"batch": "data", "mlp": ("data", "model")}), mapping_text({})
+    ('batch->data, mlp->(data,model)', 'replicated')
+    """
+    if not mapping:
+        return "replicated"
+    return ", ".join(f"{k}->{v if isinstance(v, str) else '(' + ','.join(v) + ')'}" for k, v in mapping.items())
+
+
+def _seconds_text(s: Optional[float]) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale or unit == "us":
+            return f"{s / scale:.3g} {unit}"
+    return f"{s} s"
+
+
+@dataclasses.dataclass
+class Plan:
+    """The result of :func:`plan`: ``mapping`` (the best), ``best`` (its :class:`Candidate`),
+    ``table`` (every compiled candidate, best first: those in budget by predicted cost,
+    then those over budget, then those that failed), ``pruned`` (candidates the estimate
+    left out, best estimate first), ``names`` (axis name -> size), ``seconds`` (planning
+    time). ``str(plan)`` is a markdown table.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> p = nx.plan(lambda x: x + 1, nx.ones(nx.Axis("batch", 4)), mesh=mesh)
+    >>> str(p).splitlines()[2]
+    '| rank | mapping | predicted cost | memory / device | fits budget | FLOPs | bytes accessed | collectives | error |'
+    """
+
+    mapping: dict
+    best: Candidate
+    table: list
+    pruned: list
+    names: dict
+    mesh_shape: dict
+    memory_budget: Optional[int]
+    cost_model: CostModel
+    seconds: float
+
+    def __str__(self) -> str:
+        budget = "no memory budget" if self.memory_budget is None else \
+            f"memory budget {human(self.memory_budget)} per device"
+        head = (f"plan: {mapping_text(self.mapping)} on mesh {self.mesh_shape} ({budget}); "
+                f"{len(self.table)} compiled, {len(self.pruned)} pruned by the estimate, {self.seconds:.2f} s")
+        lines = [head, "",
+                 "| rank | mapping | predicted cost | memory / device | fits budget | FLOPs | bytes accessed "
+                 "| collectives | error |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for i, c in enumerate(self.table, 1):
+            coll = ", ".join(f"{k} {human(b)}" for k, b in c.collectives.items() if b) or "none"
+            mem = "-" if c.memory_per_device is None else human(c.memory_per_device)
+            flops = "-" if c.flops is None else f"{c.flops:.3g}"
+            nbytes = "-" if c.bytes_accessed is None else f"{c.bytes_accessed:.3g}"
+            err = (c.error or "").replace("|", "/").replace("\n", " ")
+            lines.append(f"| {i} | {mapping_text(c.mapping)} | {_seconds_text(c.predicted_cost)} | {mem} | "
+                         f"{'yes' if c.fits_budget else 'no'} | {flops} | {nbytes} | {coll} | {err} |")
+        return "\n".join(lines)
+
+
+class PlanError(ValueError):
+    """No candidate compiled within the memory budget; ``.plan`` holds the table anyway.
+
+    >>> issubclass(PlanError, ValueError)
+    True
+    """
+
+    def __init__(self, message: str, plan: Optional[Plan] = None):
+        super().__init__(message)
+        self.plan = plan
+
+
+# --- the program's named values ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Value:
+    names: tuple   # a str or None per dim (merged names count as None)
+    sizes: tuple
+    itemsize: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.sizes) * self.itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class _Eqn:
+    out: _Value
+    reduced: tuple   # names of the inputs that no output has (contracted / reduced over)
+    ins: tuple       # the input values (for the reduced names' placement)
+    flops: float     # logical FLOPs
+
+
+def _plain(names: Sequence[Any]) -> tuple:
+    return tuple(n if isinstance(n, str) else None for n in names)
+
+
+class _Program:
+    """What the estimate needs: inputs, outputs and each equation's named result."""
+
+    def __init__(self, result: Any):
+        closed = result.closed_jaxpr
+        self.inputs = [_Value(_plain(n), tuple(a.shape), a.dtype.itemsize)
+                       for n, a in zip(result.in_names, closed.in_avals) if hasattr(a, "shape")]
+        self.outputs = [_Value(_plain(n), tuple(a.shape), a.dtype.itemsize)
+                        for n, a in zip(result.out_names, closed.out_avals) if hasattr(a, "shape")]
+        self.eqns: list[_Eqn] = []
+        for e in result.equations():
+            if e.eqn.primitive is named_axes_p:
+                continue
+            ins = tuple(_Value(_plain(n), tuple(v.aval.shape), v.aval.dtype.itemsize)
+                        for n, v in zip(e.in_names, e.eqn.invars) if hasattr(v.aval, "shape") and v.aval.shape)
+            in_names = {n for v in ins for n in v.names if n is not None}
+            for n, v in zip(e.out_names, e.eqn.outvars):
+                aval = v.aval
+                if not hasattr(aval, "shape") or not aval.shape:
+                    continue
+                out = _Value(_plain(n), tuple(aval.shape), aval.dtype.itemsize)
+                reduced = tuple(sorted(in_names - set(out.names)))
+                flops = float(math.prod(out.sizes))
+                if e.eqn.primitive.name == "dot_general" and ins:
+                    (lc, _), _ = e.eqn.params["dimension_numbers"]
+                    flops *= 2 * math.prod(ins[0].sizes[d] for d in lc)
+                self.eqns.append(_Eqn(out, reduced, ins, flops))
+        self.boundary = self.inputs + self.outputs
+        sizes: dict[str, set] = {}
+        inner: dict[str, set] = {}
+        for v in self.boundary:
+            for n, s in zip(v.names, v.sizes):
+                if n is not None:
+                    sizes.setdefault(n, set()).add(s)
+        for e in self.eqns:
+            for n, s in zip(e.out.names, e.out.sizes):
+                if n is not None:
+                    inner.setdefault(n, set()).add(s)
+        self.sizes = {n: sizes.get(n) or inner[n] for n in sorted(set(sizes) | set(inner))}
+        weight: dict[str, int] = {}
+        for v in self.boundary + [e.out for e in self.eqns]:
+            for n in v.names:
+                if n is not None:
+                    weight[n] = weight.get(n, 0) + v.nbytes
+        self.weight = weight
+
+
+def _spec(v: _Value, mapping: Mapping[str, MeshAxes], axis_size: Mapping[str, int]) -> tuple[int, tuple]:
+    """``(devices the value is split over, its spec)`` by ``pspec_for(strict=False)``'s rule."""
+    used: set = set()
+    factor, spec = 1, []
+    for n, s in zip(v.names, v.sizes):
+        t = mapping.get(n) if n is not None else None
+        if t is None or s == 0:
+            spec.append(None)
+            continue
+        axes = (t,) if isinstance(t, str) else t
+        k = math.prod(axis_size[a] for a in axes)
+        if used.intersection(axes) or s % k:
+            spec.append(None)
+            continue
+        used.update(axes)
+        factor *= k
+        spec.append(t)
+    return factor, tuple(spec)
+
+
+def _clashes(v: _Value, mapping: Mapping[str, MeshAxes]) -> bool:
+    used: set = set()
+    for n in v.names:
+        t = mapping.get(n) if n is not None else None
+        if t is None:
+            continue
+        axes = (t,) if isinstance(t, str) else t
+        if used.intersection(axes):
+            return True
+        used.update(axes)
+    return False
+
+
+def _estimate(prog: _Program, mapping: Mapping[str, MeshAxes], axis_size: Mapping[str, int],
+              model: CostModel) -> tuple[float, int, tuple]:
+    """``(seconds, memory per device, signature)`` of a mapping, from the named values alone.
+
+    FLOPs and bytes of each equation divide by the devices its result is split over (a dot
+    by those of its result and contracted names); a result whose inputs are split along a
+    name it does not have (contracted or reduced while sharded) pays an all-reduce of its
+    per-device bytes, twice (ring). Memory: inputs + outputs + the largest intermediate.
+    The signature (every value's spec) identifies mappings that shard alike."""
+    flops = nbytes = comm = 0.0
+    largest = 0
+    sig = []
+    for e in prog.eqns:
+        f, spec = _spec(e.out, mapping, axis_size)
+        sig.append(spec)
+        per = e.out.nbytes / f
+        largest = max(largest, int(per))
+        nbytes += per
+        split = f
+        if e.reduced:
+            sharded = {n for v in e.ins for n, s in zip(v.names, _spec(v, mapping, axis_size)[1]) if s is not None}
+            red = [n for n in e.reduced if n in sharded]
+            if red:
+                comm += 2 * per
+                for n in red:
+                    t = mapping[n]
+                    split *= math.prod(axis_size[a] for a in ((t,) if isinstance(t, str) else t))
+        flops += e.flops / split
+    memory = 0
+    for v in prog.boundary:
+        f, spec = _spec(v, mapping, axis_size)
+        sig.append(spec)
+        memory += v.nbytes // f
+        nbytes += v.nbytes / f
+    return model.seconds(flops, nbytes, comm), memory + largest, tuple(sig)
+
+
+# --- enumeration -----------------------------------------------------------------------------
+
+
+def _options(sizes: Iterable[int], mesh_shape: Mapping[str, int]) -> list[MeshAxes]:
+    """None, each mesh axis (size > 1) that divides every size, and the tuple of all of them."""
+    sizes = list(sizes)
+    real = [a for a, k in mesh_shape.items() if k > 1]
+    out: list[MeshAxes] = [None]
+    out += [a for a in real if all(s % mesh_shape[a] == 0 for s in sizes)]
+    if len(real) > 1:
+        k = math.prod(mesh_shape[a] for a in real)
+        if all(s % k == 0 for s in sizes):
+            out.append(tuple(real))
+    return out
+
+
+def _enumerate(prog: _Program, mesh_shape: Mapping[str, int], model: CostModel, budget: Optional[int],
+               max_enumerate: int, beam: int) -> list[Candidate]:
+    """Every valid mapping (or, past ``max_enumerate`` combinations, a beam search over the
+    names, heaviest first), estimated, one per signature, best estimate first."""
+    names = sorted(prog.sizes, key=lambda n: -prog.weight.get(n, 0))
+    options = {n: _options(prog.sizes[n], mesh_shape) for n in names}
+    names = [n for n in names if len(options[n]) > 1]
+    total = math.prod(len(options[n]) for n in names)
+
+    def key(c: Candidate) -> tuple:
+        return (budget is not None and c.estimated_memory > budget, c.estimate, len(c.mapping))
+
+    def make(mapping: dict) -> Optional[tuple]:
+        if any(_clashes(v, mapping) for v in prog.boundary):
+            return None
+        est, mem, sig = _estimate(prog, mapping, mesh_shape, model)
+        return Candidate(dict(mapping), estimate=est, estimated_memory=mem), sig
+
+    seen: dict[tuple, Candidate] = {}
+
+    def add(found: Optional[tuple]) -> None:
+        if found is None:
+            return
+        cand, sig = found
+        old = seen.get(sig)
+        if old is None or len(cand.mapping) < len(old.mapping):
+            seen[sig] = cand
+
+    if total <= max_enumerate:
+        for choice in itertools.product(*(options[n] for n in names)):
+            add(make({n: t for n, t in zip(names, choice) if t is not None}))
+    else:
+        states = [{}]
+        for n in names:
+            grown = []
+            for s in states:
+                for t in options[n]:
+                    m = dict(s) if t is None else {**s, n: t}
+                    found = make(m)
+                    if found is not None:
+                        grown.append(found)
+                        add(found)
+            grown.sort(key=lambda f: key(f[0]))
+            states = [c.mapping for c, _ in grown[:beam]]
+    return sorted(seen.values(), key=key)
+
+
+# --- compiling one candidate -------------------------------------------------------------------
+
+
+def compile_mapping(fn: Callable, *args: Any, mapping: Mapping[str, MeshAxes], mesh: Mesh,
+                    in_axes: Optional[Sequence[Any]] = None, **namedjit_kwargs: Any) -> Any:
+    """Compile ``fn(*args)`` under ``mapping`` on ``mesh`` as :func:`plan` does: each input
+    is placed by its names (``in_axis_resources`` if given, else ``mapping``; strict, so a
+    size that does not divide or a mesh axis used twice raises :class:`ShardingError`) and
+    the program is ``namax.namedjit(fn, axis_resources=mapping, mesh=mesh)`` lowered and
+    compiled on those inputs.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> c = compile_mapping(lambda x: x * 2, nx.ones(nx.Axis("batch", 4)), mapping={"batch": "data"}, mesh=mesh)
+    >>> c.memory_analysis().argument_size_in_bytes
+    16
+    """
+    from .driver import Config, collect_inputs
+    from .jit import namedjit
+
+    mapping = normalize_mapping(mapping) or {}
+    jitted = namedjit(fn, axis_resources=mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)
+    config = Config(in_axes=in_axes, mapping=mapping, mesh=mesh, in_axis_resources=jitted.in_axis_resources)
+    inputs = collect_inputs(args, {}, config)
+    placed = []
+    for item in inputs.items:
+        if item.implicit:
+            placed.append(item.value)
+            continue
+        shape = tuple(item.value.shape)
+        names = item.names if item.names is not None else (None,) * len(shape)
+        spec = pspec_for(names, shape, item.mapping or {}, mesh, strict=True, what=f"input {item.path}")
+        placed.append(jax.device_put(item.value, NamedSharding(mesh, spec)))
+    new_args, _ = inputs.rebuild(placed)
+    return jitted.lower(*new_args).compile()
+
+
+def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: Any, model: CostModel,
+             budget: Optional[int], namedjit_kwargs: dict) -> None:
+    try:
+        compiled = compile_mapping(fn, *args, mapping=cand.mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)
+    except (ShardingError, jax.errors.JaxRuntimeError) as e:
+        cand.error = f"{type(e).__name__}: {e}"
+        cand.fits_budget = False
+        return
+    cand.compiled = True
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    cost = cost or {}
+    cand.flops = float(cost.get("flops", 0.0))
+    cand.bytes_accessed = float(cost.get("bytes accessed", 0.0))
+    cand.collectives = collective_bytes(compiled.as_text())
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        cand.memory_per_device = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+    cand.fits_budget = budget is None or (cand.memory_per_device is not None and cand.memory_per_device <= budget)
+    cand.predicted_cost = model.seconds(cand.flops, cand.bytes_accessed, cand.collective_total)
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+_CACHE: "OrderedDict[tuple, Plan]" = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def clear_cache() -> None:
+    """Forget every cached plan.
+
+    >>> clear_cache()
+    """
+    _CACHE.clear()
+
+
+def _freeze(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return ("id", id(x))
+
+
+def _mesh_key(mesh: Mesh) -> tuple:
+    return (tuple(mesh.axis_names), tuple(mesh.axis_sizes), tuple(d.id for d in mesh.devices.flat),
+            tuple(str(t) for t in mesh.axis_types))
+
+
+def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = None,
+         in_axes: Optional[Sequence[Any]] = None, candidates: Optional[Sequence[Mapping[str, MeshAxes]]] = None,
+         max_compiles: int = 16, cost_model: Optional[CostModel] = None, max_enumerate: int = 20000,
+         **namedjit_kwargs: Any) -> Plan:
+    """The cheapest axis mapping of ``fn(*args)`` on ``mesh`` within ``memory_budget`` bytes
+    per device, with a table of the candidates (a :class:`Plan`).
+
+    Candidates are enumerated from the program's names (or taken from ``candidates``),
+    ranked by a cheap estimate, and the best ``max_compiles`` compiled and ranked by
+    ``cost_model`` (:class:`CostModel`) on XLA's own numbers; see :mod:`namax.plan`. Past
+    ``max_enumerate`` combinations the enumeration is a beam search, name by name. Plans are
+    cached by program (its jaxpr and names) and mesh: the same call again returns the same
+    Plan. ``in_axes`` names plain array arguments; other keywords go to :func:`namax.namedjit`.
+    Raises :class:`PlanError` (with ``.plan``) when no compiled candidate fits the budget.
+
+    >>> import numpy as np, jax, jax.numpy as jnp, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> p = nx.plan(lambda x, w: x @ w, jnp.ones((8, 4)), jnp.ones((4, 2)), mesh=mesh,
+    ...             in_axes=(("batch", "embed"), ("embed", "mlp")))
+    >>> p.mapping, p.names
+    ({}, {'batch': 8, 'embed': 4, 'mlp': 2})
+    >>> nx.plan(lambda x, w: x @ w, jnp.ones((8, 4)), jnp.ones((4, 2)), mesh=mesh,
+    ...         in_axes=(("batch", "embed"), ("embed", "mlp"))) is p     # cached
+    True
+    """
+    from .infer import infer_names
+
+    start = time.perf_counter()
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"plan: mesh= must be a jax.sharding.Mesh, got {type(mesh).__name__} {mesh!r}")
+    if memory_budget is not None and not memory_budget > 0:
+        raise ValueError(f"plan: memory_budget={memory_budget!r} must be a positive number of bytes per device")
+    if max_compiles < 1:
+        raise ValueError(f"plan: max_compiles={max_compiles!r} must be at least 1")
+    for k in ("axis_resources", "mesh"):
+        if k in namedjit_kwargs:
+            raise TypeError(f"plan: {k}= is what plan chooses or takes itself; do not pass it as a namedjit option")
+    model = cost_model or CostModel()
+    mesh_shape = dict(zip(mesh.axis_names, mesh.axis_sizes))
+
+    result = infer_names(fn, *args, in_axes=in_axes)
+    prog = _Program(result)
+    key = (str(result.closed_jaxpr), _freeze(result.in_names), _freeze(result.out_names), _mesh_key(mesh),
+           memory_budget, _freeze(candidates), max_compiles, model, max_enumerate, _freeze(namedjit_kwargs))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+
+    if candidates is not None:
+        cands = []
+        for i, m in enumerate(candidates):
+            m = {k: v for k, v in (normalize_mapping(m) or {}).items() if v is not None}
+            unknown = sorted(set(m) - set(prog.sizes))
+            if unknown:
+                raise ValueError(f"plan: candidate {i} {m!r} maps {unknown}, which the program does not have "
+                                 f"(its names: {sorted(prog.sizes)})")
+            for v in prog.boundary:
+                try:
+                    pspec_for(v.names, v.sizes, m, mesh, strict=True, what="input or output")
+                except ShardingError as e:
+                    raise ShardingError(f"plan: candidate {i} {m!r} on mesh {mesh_shape}: {e}") from e
+            est, mem, _ = _estimate(prog, m, mesh_shape, model)
+            cands.append(Candidate(m, estimate=est, estimated_memory=mem))
+    else:
+        cands = _enumerate(prog, mesh_shape, model, memory_budget, max_enumerate, beam=max(4 * max_compiles, 32))
+    chosen, pruned = cands[:max_compiles], cands[max_compiles:]
+    for c in chosen:
+        _measure(fn, args, c, mesh, in_axes, model, memory_budget, namedjit_kwargs)
+    table = sorted(chosen, key=lambda c: (c.error is not None, not c.fits_budget,
+                                          c.predicted_cost if c.predicted_cost is not None else math.inf,
+                                          c.memory_per_device or 0))
+    names = {n: max(s) for n, s in prog.sizes.items()}
+    best = table[0]
+    out = Plan(dict(best.mapping), best, table, pruned, names, mesh_shape, memory_budget, model,
+               time.perf_counter() - start)
+    if best.error is not None or not best.fits_budget:
+        smallest = min((c for c in table if c.memory_per_device is not None),
+                       key=lambda c: c.memory_per_device, default=None)
+        need = "none compiled" if smallest is None else \
+            f"the smallest needs {human(smallest.memory_per_device)} ({mapping_text(smallest.mapping)})"
+        raise PlanError(f"plan: no candidate fits memory_budget={memory_budget} bytes per device on mesh "
+                        f"{mesh_shape} among {len(table)} compiled: {need}", out)
+    _CACHE[key] = out
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out
+
+
+__all__ = ["plan", "Plan", "Candidate", "CostModel", "PlanError", "collective_bytes", "compile_mapping",
+           "mapping_text", "clear_cache"]

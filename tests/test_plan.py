@@ -1,0 +1,171 @@
+"""namax.plan: enumerate axis mappings, compile the promising ones, rank them by XLA's numbers."""
+
+import math
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+import namax as nx
+from namax.partitioning import ShardingError, pspec_for
+from namax.plan import Candidate, Plan, PlanError, clear_cache, collective_bytes
+
+f = lambda x, w: nx.dot(x, w, axis="embed")  # noqa: E731  x[batch, embed] @ w[embed, mlp]
+
+
+@pytest.fixture(scope="module")
+def mesh1():
+    return Mesh(np.array(jax.devices()[:8]), ("data",))
+
+
+@pytest.fixture(scope="module")
+def mesh2():
+    return Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+
+
+def operands(batch, embed, mlp):
+    B, E, M = nx.make_axes(batch=batch, embed=embed, mlp=mlp)
+    return nx.ones((B, E)), nx.ones((E, M))
+
+
+def test_plan_returns_only_valid_mappings(mesh2):
+    x, w = operands(batch=48, embed=6, mlp=8)  # embed 6: divides 2 (model) only; batch 48: all; mlp 8: all
+    p = nx.plan(f, x, w, mesh=mesh2, max_compiles=4)
+    sizes = {"data": 4, "model": 2}
+    assert isinstance(p, Plan) and len(p.table) == 4 and p.pruned
+    arrays = [(("batch", "embed"), (48, 6)), (("embed", "mlp"), (6, 8)), (("batch", "mlp"), (48, 8))]
+    for c in p.table + p.pruned:
+        for name, target in c.mapping.items():
+            axes = (target,) if isinstance(target, str) else target
+            assert {"batch": 48, "embed": 6, "mlp": 8}[name] % math.prod(sizes[a] for a in axes) == 0
+        for names, shape in arrays:
+            pspec_for(names, shape, c.mapping, mesh2, strict=True)  # raises ShardingError if invalid
+    assert all(c.compiled and c.error is None for c in p.table)
+    assert not any(c.compiled for c in p.pruned)
+    assert "embed" not in p.mapping or p.mapping["embed"] == "model"
+    assert p.mapping == p.table[0].mapping and p.best is p.table[0]
+
+
+def test_toy_matmul_large_batch_small_weight_picks_batch_on_data(mesh1):
+    x, w = operands(batch=4096, embed=64, mlp=64)
+    p = nx.plan(f, x, w, mesh=mesh1)
+    assert p.mapping == {"batch": "data"}
+    by_mapping = {tuple(sorted(c.mapping.items())): c for c in p.table}
+    assert set(by_mapping) == {(), (("batch", "data"),), (("embed", "data"),), (("mlp", "data"),)}
+    best = p.best
+    assert best.collective_total == 0
+    assert by_mapping[(("embed", "data"),)].collectives["all-reduce"] > 0  # contracting a sharded name
+    costs = [c.predicted_cost for c in p.table]
+    assert costs == sorted(costs)
+
+
+def test_memory_budget_rules_out_replicating_the_weight(mesh1):
+    x, w = operands(batch=8, embed=1024, mlp=1024)  # w: 4 MiB; replicated it alone breaks a 2 MiB budget
+    budget = 2 * 2 ** 20
+    p = nx.plan(f, x, w, mesh=mesh1, memory_budget=budget)
+    assert set(p.mapping) & {"embed", "mlp"}, p.mapping
+    assert p.best.fits_budget and p.best.memory_per_device <= budget
+    for c in p.table:
+        assert c.fits_budget == (c.memory_per_device <= budget)
+    fits = [c.fits_budget for c in p.table]
+    assert fits == sorted(fits, reverse=True)  # in-budget rows first, over-budget rows marked and last
+    assert not all(fits)
+    replicated = next(c for c in p.table if c.mapping == {})
+    assert replicated.memory_per_device > budget and not replicated.fits_budget
+
+
+def test_no_candidate_within_budget_raises_with_the_table(mesh1):
+    x, w = operands(batch=8, embed=256, mlp=256)
+    with pytest.raises(PlanError, match=r"no candidate fits memory_budget=1000 bytes per device .*smallest needs") as e:
+        nx.plan(f, x, w, mesh=mesh1, memory_budget=1000)
+    assert e.value.plan.table and not any(c.fits_budget for c in e.value.plan.table)
+
+
+def direct_collective_bytes(text):
+    """Independent count: each collective's result array, its elements times 4 bytes (f32)."""
+    out = {}
+    for m in re.finditer(r"= f32\[([\d,]*)\]\{[\d,]*\} (all-reduce|all-gather|reduce-scatter|all-to-all|"
+                         r"collective-permute)\(", text):
+        n = math.prod(int(d) for d in m.group(1).split(",") if d)
+        out[m.group(2)] = out.get(m.group(2), 0) + 4 * n
+    return out
+
+
+def test_reported_collective_bytes_equal_a_direct_count_of_the_compiled_hlo(mesh2):
+    x, w = operands(batch=64, embed=32, mlp=16)
+    cands = [{"embed": "data"}, {"embed": ("data", "model")}, {"batch": "data", "embed": "model"}, {"batch": "data"}]
+    p = nx.plan(f, x, w, mesh=mesh2, candidates=cands)
+    assert sorted(map(str, (c.mapping for c in p.table))) == sorted(map(str, cands))
+    for c in p.table:
+        placed = nx.shard((x, w), c.mapping, mesh2)
+        compiled = nx.namedjit(f, axis_resources=c.mapping, mesh=mesh2).lower(*placed).compile()
+        direct = direct_collective_bytes(compiled.as_text())
+        assert {k: b for k, b in c.collectives.items() if b} == direct
+        mem = compiled.memory_analysis()
+        assert c.memory_per_device == mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+        assert c.flops == compiled.cost_analysis()["flops"]
+    assert sum(p.table[i].collective_total for i in range(4)) > 0
+
+
+def test_collective_bytes_reads_result_shapes():
+    text = ("  %a = f32[4,8]{1,0} all-reduce(%x), to_apply=%add\n"
+            "  %b = bf16[16]{0} all-gather(%y), dimensions={0}\n"
+            "  %c = f32[2]{0} reduce-scatter(%z), dimensions={0}\n"
+            "  %d = s8[3,3]{1,0} collective-permute(%a), source_target_pairs={{0,1}}\n"
+            "  %e = f32[4,8]{1,0} add(%all-reduce.1, %all-gather.2)\n")
+    assert collective_bytes(text) == {"all-reduce": 4 * 32, "all-gather": 2 * 16, "reduce-scatter": 4 * 2,
+                                      "all-to-all": 0, "collective-permute": 9}
+
+
+def test_plan_is_cached_by_program_and_mesh(mesh1, mesh2):
+    clear_cache()
+    x, w = operands(batch=64, embed=16, mlp=16)
+    t = time.perf_counter()
+    p = nx.plan(f, x, w, mesh=mesh1)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    again = nx.plan(lambda a, b: nx.dot(a, b, axis="embed"), x, w, mesh=mesh1)  # same program
+    second = time.perf_counter() - t
+    assert again is p and second < first / 2
+    assert nx.plan(f, x, w, mesh=mesh2, max_compiles=2) is not p  # another mesh, another plan
+
+
+def test_plain_code_named_by_in_axes(mesh1):
+    x, w = jnp.ones((4096, 64)), jnp.ones((64, 64))
+    p = nx.plan(lambda x, w: jnp.tanh(x @ w), x, w, mesh=mesh1, in_axes=(("batch", "embed"), ("embed", "mlp")))
+    assert p.mapping == {"batch": "data"}
+    assert p.names == {"batch": 4096, "embed": 64, "mlp": 64}
+
+
+def test_table_prints_as_markdown(mesh1):
+    x, w = operands(batch=64, embed=16, mlp=16)
+    p = nx.plan(f, x, w, mesh=mesh1, candidates=[{}, {"batch": "data"}])
+    lines = str(p).splitlines()
+    assert lines[2].startswith("| rank | mapping | predicted cost") and lines[3].startswith("|---|")
+    assert len(lines) == 4 + 2
+    assert {lines[4].split(" | ")[1], lines[5].split(" | ")[1]} == {"replicated", "batch->data"}
+
+
+def test_bad_arguments_are_named_before_xla(mesh1):
+    x, w = operands(batch=64, embed=16, mlp=16)
+    with pytest.raises(ValueError, match=r"candidate 0 \{'heads': 'data'\} maps \['heads'\], which the program "
+                                         r"does not have"):
+        nx.plan(f, x, w, mesh=mesh1, candidates=[{"heads": "data"}])
+    with pytest.raises(ShardingError, match=r"candidate 1 .*axis 'batch' is mapped to mesh axis 'model', but "
+                                            r"the mesh has axes \('data',\)"):
+        nx.plan(f, x, w, mesh=mesh1, candidates=[{}, {"batch": ("data", "model")}])
+    with pytest.raises(ShardingError, match=r"candidate 0 .*mesh axis 'data' is used twice"):
+        nx.plan(f, x, w, mesh=mesh1, candidates=[{"batch": "data", "mlp": "data"}])
+    with pytest.raises(TypeError, match=r"mesh= must be a jax.sharding.Mesh, got dict"):
+        nx.plan(f, x, w, mesh={"data": 8})
+    with pytest.raises(ValueError, match=r"memory_budget=0 must be a positive number"):
+        nx.plan(f, x, w, mesh=mesh1, memory_budget=0)
+
+
+def test_candidate_defaults():
+    c = Candidate({"batch": "data"})
+    assert not c.compiled and c.fits_budget and c.collective_total == 0
