@@ -26,13 +26,31 @@ ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
 """What is traced: JAX arrays (tracers included) and NumPy arrays and scalars."""
 
 
+_ARRAY_LEAF_TYPES: set[type] = set()
+"""Exact types already seen to be arrays (``jax.Array`` implementations, ``np.ndarray``,
+NumPy scalars): one set lookup instead of ``isinstance`` against ``jax.Array``'s metaclass for
+the leaves of every call. Tracers are never added: whether a tracer is a ``jax.Array``
+depends on its value, not its type."""
+
+_TRACER = jax.core.Tracer
+
+
+def _is_array_slow(x: Any) -> bool:
+    if isinstance(x, ARRAY_TYPES):
+        t = type(x)
+        if not issubclass(t, _TRACER) and len(_ARRAY_LEAF_TYPES) < 256:
+            _ARRAY_LEAF_TYPES.add(t)
+        return True
+    return False
+
+
 def is_array(x: Any) -> bool:
     """True for a leaf that is traced (a JAX or NumPy array).
 
     >>> is_array(jax.numpy.ones(2)), is_array(1.0), is_array(len)
     (True, False, False)
     """
-    return isinstance(x, ARRAY_TYPES)
+    return type(x) in _ARRAY_LEAF_TYPES or _is_array_slow(x)
 
 
 class Static:
@@ -79,20 +97,21 @@ class CallKey:
     Two calls with equal keys and equal array shapes run the same compiled program.
     """
 
-    __slots__ = ("arg_trees", "kw_names", "kw_trees", "masks", "statics", "_hash")
+    __slots__ = ("arg_trees", "kw_names", "kw_trees", "masks", "statics", "_parts", "_hash")
 
     def __init__(self, arg_trees: tuple, kw_names: tuple, kw_trees: tuple, masks: tuple, statics: tuple):
         self.arg_trees, self.kw_names, self.kw_trees = arg_trees, kw_names, kw_trees
         self.masks, self.statics = masks, statics
-        self._hash = hash((arg_trees, kw_names, kw_trees, masks, statics))
+        self._parts = (masks, arg_trees, kw_names, kw_trees, statics)  # compared in one go, cheapest first
+        self._hash = hash(self._parts)
 
     def __hash__(self) -> int:
         return self._hash
 
     def __eq__(self, other: Any) -> bool:
-        return isinstance(other, CallKey) and self._hash == other._hash and self.masks == other.masks and \
-            self.arg_trees == other.arg_trees and self.kw_names == other.kw_names and \
-            self.kw_trees == other.kw_trees and self.statics == other.statics
+        # jax.jit compares the key of every call with the cached one (the key is a static argument)
+        return self is other or (isinstance(other, CallKey) and self._hash == other._hash
+                                 and self._parts == other._parts)
 
     @property
     def has_statics(self) -> bool:
@@ -102,17 +121,27 @@ class CallKey:
 _STATIC_ARG = None
 """The tree of an argument passed through ``static_argnums``: held whole, as one static value."""
 
+_tree_flatten = jax.tree_util.tree_flatten
+
+
+def _split_leaves(leaves: list, statics: list) -> tuple[tuple, list]:
+    """``(mask, array leaves)`` of a flattened argument; its other leaves go to ``statics``."""
+    if _ARRAY_LEAF_TYPES.issuperset(map(type, leaves)):  # the common case: every leaf an array
+        return (True,) * len(leaves), leaves
+    mask = tuple(map(is_array, leaves))
+    if all(mask):
+        return mask, leaves
+    statics.extend(Static(x) for x, m in zip(leaves, mask) if not m)
+    return mask, [x for x, m in zip(leaves, mask) if m]
+
 
 def _split_one(value: Any, static: bool, statics: list) -> tuple[Any, tuple, list]:
     if static:
         statics.append(Static(value))
         return _STATIC_ARG, (), []
-    leaves, tree = jax.tree_util.tree_flatten(value)
-    mask = tuple(map(is_array, leaves))
-    if all(mask):
-        return tree, mask, leaves
-    statics.extend(Static(x) for x, m in zip(leaves, mask) if not m)
-    return tree, mask, [x for x, m in zip(leaves, mask) if m]
+    leaves, tree = _tree_flatten(value)
+    mask, dyn = _split_leaves(leaves, statics)
+    return tree, mask, dyn
 
 
 def split_call(args: Sequence[Any], kwargs: dict, static_argnums: Sequence[int] = (),
@@ -121,11 +150,20 @@ def split_call(args: Sequence[Any], kwargs: dict, static_argnums: Sequence[int] 
     array leaves; everything else is in ``key``. :func:`join_call` inverts it."""
     statics: list = []
     arg_trees, masks, dyn_args = [], [], []
-    for i, a in enumerate(args):
-        tree, mask, dyn = _split_one(a, i in static_argnums, statics)
+    for i, a in enumerate(args):  # every call of a namedjit function comes here: kept tight
+        if static_argnums and i in static_argnums:
+            statics.append(Static(a))
+            arg_trees.append(_STATIC_ARG)
+            masks.append(())
+            dyn_args.append([])
+            continue
+        leaves, tree = _tree_flatten(a)
+        mask, dyn = _split_leaves(leaves, statics)
         arg_trees.append(tree)
         masks.append(mask)
         dyn_args.append(dyn)
+    if not kwargs:
+        return CallKey(tuple(arg_trees), (), (), tuple(masks), tuple(statics)), dyn_args, {}
     kw_names = tuple(sorted(kwargs))
     kw_trees, dyn_kwargs = [], {}
     for name in kw_names:

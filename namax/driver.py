@@ -39,6 +39,7 @@ from .named import NamedArray
 from .naming import is_unit, value_names
 from .partitioning import ResourceMapping, auto_twin
 from .passes.pipeline import ImplicitPass, NamesPass, ShardingPass, output_specs
+from .passes.sharding import spec_or_none
 from .quant.implicit import is_implicit, leaf_names_of
 
 Names = Optional[tuple]
@@ -397,23 +398,22 @@ def evaluate(program: Program, leaves: Sequence[Any], config: Config) -> list:
     out_mapping = config.out_mapping if config.out_mapping is not None else config.mapping
     shapes = [v.aval.shape for v in program.jaxpr.jaxpr.outvars]
     specs = output_specs(program.out_names, shapes, out_mapping, config.mesh)
+    inputs_placed = any(
+        any(spec_or_none(n, v.aval.shape, m if m is not None else config.mapping or {}, config.mesh, strict=False,
+                         what="input"))
+        for n, m, v in zip(program.in_names, program.in_maps, program.jaxpr.jaxpr.invars))
+    # When the mapping places nothing, no value would be on the mesh and the jit would run on
+    # one device while auto_axes asks for mesh outputs: replicate the inputs over the mesh.
+    replicate = not inputs_placed and not any(any(spec) for spec in specs)
     replicated = NamedSharding(auto_twin(config.mesh), PartitionSpec())
 
-    def on_the_mesh(v):  # unplaced inputs are replicated over the mesh: the jit runs on its devices
-        return [jax.lax.with_sharding_constraint(x, replicated) if _is_unsharded_array(x) else x for x in v]
+    def run(*values):
+        if replicate:
+            values = [jax.lax.with_sharding_constraint(x, replicated) if hasattr(x, "shape") else x for x in values]
+        return program.evaluate(*values)
 
     with jax.sharding.use_abstract_mesh(config.mesh.abstract_mesh):
-        return jax.sharding.auto_axes(lambda *v: program.evaluate(*on_the_mesh(v)), out_sharding=specs)(*leaves)
-
-
-def _is_unsharded_array(x: Any) -> bool:
-    """An array input whose (abstract) sharding names no mesh axis."""
-    aval = getattr(x, "aval", None)
-    sharding = getattr(aval, "sharding", None)
-    if aval is None or not hasattr(aval, "shape"):
-        return False
-    spec = getattr(sharding, "spec", None)
-    return spec is None or all(s is None for s in spec)
+        return jax.sharding.auto_axes(run, out_sharding=specs)(*leaves)
 
 
 def run_passes(program: Program, pass_list: Sequence[Callable[[Program], Program]],

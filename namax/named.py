@@ -13,7 +13,6 @@ from .axis import Axis, AxisSelection, AxisSelector, axis_name, check_unique, en
 from .tag import tag
 
 
-@jax.tree_util.register_pytree_with_keys_class
 class NamedArray:
     """An array plus one :class:`Axis` per dimension. A pytree: the array is the leaf,
     the axes are static.
@@ -55,31 +54,19 @@ class NamedArray:
         raise AttributeError("NamedArray is immutable")
 
     # --- pytree -----------------------------------------------------------------------
+    # Registered below with module-level functions (no bound-method or methodcaller hop, no
+    # __init__): these run for every NamedArray on every jit/grad/tree_map call, so the axes
+    # (validated once, where the NamedArray was made) are passed through as the treedef's
+    # static data without being checked again.
     def tree_flatten_with_keys(self):
-        return ((jax.tree_util.GetAttrKey("array"), self.array),), self.axes
+        return _flatten_with_keys(self)
 
     def tree_flatten(self):
-        return (self.array,), self.axes
+        return _flatten(self)
 
     @classmethod
     def tree_unflatten(cls, axes, children):
-        array = children[0]
-        # Tree utilities rebuild us around None, object(), PartitionSpecs, ShapeDtypeStructs and,
-        # in optax's per-leaf reductions (tree_norm, clip_by_global_norm), scalars: only an
-        # array-like of rank >= 1 that differs from the axes is rejected (jax.vmap / lax.scan
-        # over a NamedArray add or drop a dimension its axes cannot know about).
-        ndim = getattr(array, "ndim", None)
-        if ndim and ndim != len(axes) and isinstance(ndim, int):
-            raise ValueError(
-                f"A NamedArray with axes {_axes_str(axes)} was rebuilt around a value of shape "
-                f"{getattr(array, 'shape', '?')} ({ndim} dimensions for {len(axes)} axes): a positional transform "
-                f"(jax.vmap, jax.lax.scan/map, a tree_map that changes ranks) added or removed a dimension. Map "
-                f"and scan by axis name with nx.vmap / nx.scan / nx.fold / nx.map instead"
-            )
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "array", array)
-        object.__setattr__(obj, "axes", axes)
-        return obj
+        return _rebuild(cls, axes, children)
 
     # --- shape information ------------------------------------------------------------
     @property
@@ -451,6 +438,60 @@ class NamedArray:
     def __pos__(self): return self
     def __abs__(self): return unary(jnp.abs, self)
     def __invert__(self): return unary(jnp.invert, self)
+
+
+_ARRAY_KEY = jax.tree_util.GetAttrKey("array")
+_new_object = object.__new__
+_set_array = NamedArray.array.__set__  # the slots' descriptors: object.__setattr__ without its lookup
+_set_axes = NamedArray.axes.__set__
+
+
+def _flatten(x: NamedArray) -> tuple[tuple[Any], tuple[Axis, ...]]:
+    return (x.array,), x.axes
+
+
+def _flatten_with_keys(x: NamedArray) -> tuple[tuple[tuple[Any, Any]], tuple[Axis, ...]]:
+    return ((_ARRAY_KEY, x.array),), x.axes
+
+
+def _check_rank(axes: tuple[Axis, ...], array: Any) -> None:
+    # Tree utilities rebuild us around None, object(), PartitionSpecs, ShapeDtypeStructs and,
+    # in optax's per-leaf reductions (tree_norm, clip_by_global_norm), scalars: only an
+    # array-like of rank >= 1 that differs from the axes is rejected (jax.vmap / lax.scan
+    # over a NamedArray add or drop a dimension its axes cannot know about).
+    ndim = getattr(array, "ndim", None)
+    if ndim and ndim != len(axes) and isinstance(ndim, int):
+        raise ValueError(
+            f"A NamedArray with axes {_axes_str(axes)} was rebuilt around a value of shape "
+            f"{getattr(array, 'shape', '?')} ({ndim} dimensions for {len(axes)} axes): a positional transform "
+            f"(jax.vmap, jax.lax.scan/map, a tree_map that changes ranks) added or removed a dimension. Map "
+            f"and scan by axis name with nx.vmap / nx.scan / nx.fold / nx.map instead"
+        )
+
+
+def _rebuild(cls: type, axes: tuple[Axis, ...], children: Sequence[Any]) -> NamedArray:
+    array = children[0]
+    _check_rank(axes, array)
+    obj = _new_object(cls)
+    _set_array(obj, array)
+    _set_axes(obj, axes)
+    return obj
+
+
+def _unflatten(axes: tuple[Axis, ...], children: Sequence[Any]) -> NamedArray:
+    """NamedArray's pytree unflatten: no __init__ and no re-validation of the axes (they come
+    from a flattened NamedArray); only the rank check against positional transforms."""
+    array = children[0]
+    ndim = getattr(array, "ndim", None)
+    if ndim and ndim != len(axes) and isinstance(ndim, int):
+        _check_rank(axes, array)
+    obj = _new_object(NamedArray)
+    _set_array(obj, array)
+    _set_axes(obj, axes)
+    return obj
+
+
+jax.tree_util.register_pytree_with_keys(NamedArray, _flatten_with_keys, _unflatten, _flatten)
 
 
 def _axes_str(axes: Sequence[Axis]) -> str:

@@ -4,12 +4,14 @@ The program's axis names (NamedArray inputs, or ``in_axes`` for plain code) are 
 every value by the names pass. Each name may go to no mesh axis, to one mesh axis whose size
 divides it, or to the tuple of all mesh axes; a candidate that puts one mesh axis on two
 dimensions of an input or output is skipped. A cheap estimate from the named values (per
-device FLOPs, bytes and memory, and an all-reduce wherever a sharded name is contracted or
-reduced) ranks the candidates; the best ``max_compiles`` are compiled with
-:func:`namax.namedjit` on the mesh and ranked by :class:`CostModel` on what XLA reports:
-``compiled.cost_analysis()`` (FLOPs, bytes accessed), the collectives of the compiled HLO
-text (bytes by kind, :func:`collective_bytes`) and ``compiled.memory_analysis()``
-(argument + output + temp bytes per device, against ``memory_budget``).
+device FLOPs, bytes and memory; an all-reduce wherever a sharded name is contracted or
+reduced, an all-gather wherever a value leaves a split) ranks the candidates; the best
+``max_compiles`` are compiled with :func:`namax.namedjit` on the mesh (its devices, axis
+names and sizes; every axis of type Auto), inputs placed by their names, and ranked by
+:class:`CostModel` on what XLA reports: ``compiled.cost_analysis()`` (FLOPs, bytes
+accessed), the collectives of the compiled HLO text (bytes by kind,
+:func:`collective_bytes`) and ``compiled.memory_analysis()`` (argument + output + temp
+bytes per device, against ``memory_budget``).
 
 >>> import numpy as np, jax, namax as nx
 >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
@@ -31,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding
 
-from .partitioning import MeshAxes, ShardingError, normalize_mapping, pspec_for
+from .partitioning import MeshAxes, ShardingError, auto_twin, normalize_mapping, pspec_for
 from .tag import named_axes_p
 from .tools.summary import collectives as _collectives, human
 
@@ -102,6 +104,9 @@ class Candidate:
     estimate: float = 0.0
     estimated_memory: int = 0
     compiled: bool = False
+    executable: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """The compiled program (called with the inputs :func:`place_inputs` places by this
+    mapping), kept only when :func:`plan` was asked to (``keep_compiled=True``)."""
 
     @property
     def collective_total(self) -> int:
@@ -174,7 +179,7 @@ class Plan:
 
 
 class PlanError(ValueError):
-    """No candidate compiled within the memory budget; ``.plan`` holds the table anyway.
+    """No candidate compiled, or none within the memory budget; ``.plan`` holds the table anyway.
 
     >>> issubclass(PlanError, ValueError)
     True
@@ -298,7 +303,9 @@ def _estimate(prog: _Program, mapping: Mapping[str, MeshAxes], axis_size: Mappin
     FLOPs and bytes of each equation divide by the devices its result is split over (a dot
     by those of its result and contracted names); a result whose inputs are split along a
     name it does not have (contracted or reduced while sharded) pays an all-reduce of its
-    per-device bytes, twice (ring). Memory: inputs + outputs + the largest intermediate.
+    per-device bytes, twice (ring), and one whose input is split where it is not (a name
+    replicated or on another mesh axis in the result) pays its per-device bytes once (an
+    all-gather or all-to-all). Memory: inputs + outputs + the largest intermediate.
     The signature (every value's spec) identifies mappings that shard alike."""
     flops = nbytes = comm = 0.0
     largest = 0
@@ -310,14 +317,21 @@ def _estimate(prog: _Program, mapping: Mapping[str, MeshAxes], axis_size: Mappin
         largest = max(largest, int(per))
         nbytes += per
         split = f
-        if e.reduced:
-            sharded = {n for v in e.ins for n, s in zip(v.names, _spec(v, mapping, axis_size)[1]) if s is not None}
-            red = [n for n in e.reduced if n in sharded]
-            if red:
-                comm += 2 * per
-                for n in red:
-                    t = mapping[n]
-                    split *= math.prod(axis_size[a] for a in ((t,) if isinstance(t, str) else t))
+        out_pairs = {(n, t) for n, t in zip(e.out.names, spec) if t is not None}
+        sharded: set = set()
+        moved = False
+        for v in e.ins:
+            pairs = {(n, t) for n, t in zip(v.names, _spec(v, mapping, axis_size)[1]) if t is not None}
+            sharded.update(n for n, _ in pairs)
+            moved = moved or any(n not in e.reduced and p not in out_pairs for p in pairs for n in p[:1])
+        red = [n for n in e.reduced if n in sharded]
+        if red:  # contracted or reduced while split: an all-reduce of the result
+            comm += 2 * per
+            for n in red:
+                t = mapping[n]
+                split *= math.prod(axis_size[a] for a in ((t,) if isinstance(t, str) else t))
+        if moved:  # an input split in a way the result is not: an all-gather or all-to-all
+            comm += per
         flops += e.flops / split
     memory = 0
     for v in prog.boundary:
@@ -394,26 +408,24 @@ def _enumerate(prog: _Program, mesh_shape: Mapping[str, int], model: CostModel, 
 # --- compiling one candidate -------------------------------------------------------------------
 
 
-def compile_mapping(fn: Callable, *args: Any, mapping: Mapping[str, MeshAxes], mesh: Mesh,
-                    in_axes: Optional[Sequence[Any]] = None, **namedjit_kwargs: Any) -> Any:
-    """Compile ``fn(*args)`` under ``mapping`` on ``mesh`` as :func:`plan` does: each input
-    is placed by its names (``in_axis_resources`` if given, else ``mapping``; strict, so a
-    size that does not divide or a mesh axis used twice raises :class:`ShardingError`) and
-    the program is ``namax.namedjit(fn, axis_resources=mapping, mesh=mesh)`` lowered and
-    compiled on those inputs.
+def place_inputs(*args: Any, mapping: Mapping[str, MeshAxes], mesh: Mesh, in_axes: Optional[Sequence[Any]] = None,
+                 in_axis_resources: Any = None) -> tuple:
+    """``args`` with every array input placed on ``mesh`` by its names (NamedArray axes, or
+    ``in_axes`` for plain arrays) under ``in_axis_resources`` if given (one mapping, or
+    ``{argnum: mapping}``), else ``mapping``; strict, so a size that does not divide or a
+    mesh axis used twice raises :class:`ShardingError`. Unnamed arrays are replicated;
+    implicit arrays (LoRA, int4) are left as they are.
 
     >>> import numpy as np, jax, namax as nx
     >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    >>> c = compile_mapping(lambda x: x * 2, nx.ones(nx.Axis("batch", 4)), mapping={"batch": "data"}, mesh=mesh)
-    >>> c.memory_analysis().argument_size_in_bytes
-    16
+    >>> (x,) = place_inputs(nx.ones(nx.Axis("batch", 4)), mapping={"batch": "data"}, mesh=mesh)
+    >>> x.array.sharding.spec
+    P('data',)
     """
     from .driver import Config, collect_inputs
-    from .jit import namedjit
 
     mapping = normalize_mapping(mapping) or {}
-    jitted = namedjit(fn, axis_resources=mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)
-    config = Config(in_axes=in_axes, mapping=mapping, mesh=mesh, in_axis_resources=jitted.in_axis_resources)
+    config = Config(in_axes=in_axes, mapping=mapping, mesh=mesh, in_axis_resources=in_axis_resources)
     inputs = collect_inputs(args, {}, config)
     placed = []
     for item in inputs.items:
@@ -425,11 +437,33 @@ def compile_mapping(fn: Callable, *args: Any, mapping: Mapping[str, MeshAxes], m
         spec = pspec_for(names, shape, item.mapping or {}, mesh, strict=True, what=f"input {item.path}")
         placed.append(jax.device_put(item.value, NamedSharding(mesh, spec)))
     new_args, _ = inputs.rebuild(placed)
-    return jitted.lower(*new_args).compile()
+    return tuple(new_args)
+
+
+def compile_mapping(fn: Callable, *args: Any, mapping: Mapping[str, MeshAxes], mesh: Mesh,
+                    in_axes: Optional[Sequence[Any]] = None, **namedjit_kwargs: Any) -> Any:
+    """Compile ``fn(*args)`` under ``mapping`` on ``mesh`` as :func:`plan` does: the inputs
+    placed by :func:`place_inputs` (call the result with them), the program
+    ``namax.namedjit(fn, axis_resources=mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)``
+    lowered and compiled on them.
+
+    >>> import numpy as np, jax, namax as nx
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> c = compile_mapping(lambda x: x * 2, nx.ones(nx.Axis("batch", 4)), mapping={"batch": "data"}, mesh=mesh)
+    >>> c.memory_analysis().argument_size_in_bytes
+    16
+    """
+    from .jit import namedjit
+
+    mapping = normalize_mapping(mapping) or {}
+    jitted = namedjit(fn, axis_resources=mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)
+    placed = place_inputs(*args, mapping=mapping, mesh=mesh, in_axes=in_axes,
+                          in_axis_resources=jitted.in_axis_resources)
+    return jitted.lower(*placed).compile()
 
 
 def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: Any, model: CostModel,
-             budget: Optional[int], namedjit_kwargs: dict) -> None:
+             budget: Optional[int], namedjit_kwargs: dict, keep: bool) -> None:
     try:
         compiled = compile_mapping(fn, *args, mapping=cand.mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)
     except (ShardingError, jax.errors.JaxRuntimeError) as e:
@@ -437,6 +471,8 @@ def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: An
         cand.fits_budget = False
         return
     cand.compiled = True
+    if keep:
+        cand.executable = compiled
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
@@ -485,7 +521,7 @@ def _mesh_key(mesh: Mesh) -> tuple:
 def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = None,
          in_axes: Optional[Sequence[Any]] = None, candidates: Optional[Sequence[Mapping[str, MeshAxes]]] = None,
          max_compiles: int = 16, cost_model: Optional[CostModel] = None, max_enumerate: int = 20000,
-         **namedjit_kwargs: Any) -> Plan:
+         keep_compiled: bool = False, **namedjit_kwargs: Any) -> Plan:
     """The cheapest axis mapping of ``fn(*args)`` on ``mesh`` within ``memory_budget`` bytes
     per device, with a table of the candidates (a :class:`Plan`).
 
@@ -494,8 +530,11 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     ``cost_model`` (:class:`CostModel`) on XLA's own numbers; see :mod:`namax.plan`. Past
     ``max_enumerate`` combinations the enumeration is a beam search, name by name. Plans are
     cached by program (its jaxpr and names) and mesh: the same call again returns the same
-    Plan. ``in_axes`` names plain array arguments; other keywords go to :func:`namax.namedjit`.
-    Raises :class:`PlanError` (with ``.plan``) when no compiled candidate fits the budget.
+    Plan. ``in_axes`` names plain array arguments; ``keep_compiled=True`` keeps each compiled
+    program on its :class:`Candidate` (``executable``); other keywords go to
+    :func:`namax.namedjit`. ``fn``'s arguments are positional.
+    Raises :class:`PlanError` (with ``.plan``) when no compiled candidate fits the budget
+    or none compiled.
 
     >>> import numpy as np, jax, jax.numpy as jnp, namax as nx
     >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
@@ -525,7 +564,8 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     result = infer_names(fn, *args, in_axes=in_axes)
     prog = _Program(result)
     key = (str(result.closed_jaxpr), _freeze(result.in_names), _freeze(result.out_names), _mesh_key(mesh),
-           memory_budget, _freeze(candidates), max_compiles, model, max_enumerate, _freeze(namedjit_kwargs))
+           memory_budget, _freeze(candidates), max_compiles, model, max_enumerate, keep_compiled,
+           fn if keep_compiled else None, _freeze(namedjit_kwargs))  # executables hold fn's constants
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -549,8 +589,12 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     else:
         cands = _enumerate(prog, mesh_shape, model, memory_budget, max_enumerate, beam=max(4 * max_compiles, 32))
     chosen, pruned = cands[:max_compiles], cands[max_compiles:]
+    # Compiled on the mesh's Auto twin (same devices, names and sizes): names decide every
+    # sharding either way, and on an Explicit mesh namedjit currently all-gathers inputs that
+    # arrive already sharded, which would charge every mapping for its own input placement.
+    compile_mesh = auto_twin(mesh)
     for c in chosen:
-        _measure(fn, args, c, mesh, in_axes, model, memory_budget, namedjit_kwargs)
+        _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled)
     table = sorted(chosen, key=lambda c: (c.error is not None, not c.fits_budget,
                                           c.predicted_cost if c.predicted_cost is not None else math.inf,
                                           c.memory_per_device or 0))
@@ -558,7 +602,10 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     best = table[0]
     out = Plan(dict(best.mapping), best, table, pruned, names, mesh_shape, memory_budget, model,
                time.perf_counter() - start)
-    if best.error is not None or not best.fits_budget:
+    if best.error is not None:
+        raise PlanError(f"plan: every one of the {len(table)} compiled candidates failed on mesh {mesh_shape}; "
+                        f"the best by estimate ({mapping_text(best.mapping)}): {best.error}", out)
+    if not best.fits_budget:
         smallest = min((c for c in table if c.memory_per_device is not None),
                        key=lambda c: c.memory_per_device, default=None)
         need = "none compiled" if smallest is None else \
@@ -571,5 +618,5 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     return out
 
 
-__all__ = ["plan", "Plan", "Candidate", "CostModel", "PlanError", "collective_bytes", "compile_mapping",
+__all__ = ["plan", "Plan", "Candidate", "CostModel", "PlanError", "collective_bytes", "compile_mapping", "place_inputs",
            "mapping_text", "clear_cache"]

@@ -169,3 +169,46 @@ def test_bad_arguments_are_named_before_xla(mesh1):
 def test_candidate_defaults():
     c = Candidate({"batch": "data"})
     assert not c.compiled and c.fits_budget and c.collective_total == 0
+
+
+def test_explicit_mesh_plans_like_auto():
+    mesh = jax.make_mesh((8,), ("data",))  # jax 0.10: Explicit axes
+    x, w = operands(batch=4096, embed=64, mlp=64)
+    p = nx.plan(f, x, w, mesh=mesh)
+    assert p.mapping == {"batch": "data"} and p.best.collective_total == 0
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("namax.plan"), verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_planning_example_says_what_it_gives():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Planning a mapping"):readme.index("## Benchmarks")]
+    ns: dict = {}
+    exec(re.findall(r"```python\n(.*?)```", section, re.S)[0], ns)
+    assert ns["planned"].mapping == {"batch": "data"} and ns["tight"].mapping == {"mlp": "data"}
+    shown = [row.split(" | ")[1] for row in section.splitlines() if re.match(r"\| \d+ \|", row)]
+    assert shown == [line.split(" | ")[1] for line in str(ns["planned"]).splitlines()[4:]]
+
+
+def test_gpt2_benchmark_runs_and_reports_a_rank_correlation(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "plan.py"
+    spec = importlib.util.spec_from_file_location("plan_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.spearman([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.6)
+    out = bench.main(["--mesh", "8", "--pick", "top", "--embed", "16", "--layers", "1", "--heads", "2",
+                      "--seq-len", "16", "--batch-size", "8", "--vocab", "64", "--max-compiles", "2", "--runs", "1",
+                      "--steps", "1"])
+    assert len(out["times"]) == 2 and -1.0 <= out["spearman"] <= 1.0
+    assert "Spearman(predicted cost, measured)" in capsys.readouterr().out

@@ -251,3 +251,15 @@ def test_outputs_whose_names_map_to_nothing_are_replicated(kind):
     out = namedjit(lambda x: x.rename({"a": "b"}), axis_resources={"a": "model"}, mesh=mesh)(x)
     assert tuple(out.array.sharding.spec) in ((), (None,))
     np.testing.assert_array_equal(out.array, x.array)
+
+
+def test_placed_input_on_an_explicit_mesh_is_not_gathered():
+    """An input already placed by its names stays placed: the compiled program has no
+    all-gather (a replicated constraint is added only when the mapping places nothing)."""
+    mesh = jax.make_mesh((8,), ("data",))
+    B, E, M = nx.make_axes(batch=64, embed=8, mlp=8)
+    x = nx.shard(nx.ones((B, E)), {"batch": "data"}, mesh)
+    f = namedjit(lambda x, w: nx.dot(x, w, axis="embed"), axis_resources={"batch": "data"}, mesh=mesh)
+    text = f.lower(x, nx.ones((E, M))).compile().as_text()
+    assert "all-gather" not in text
+    np.testing.assert_allclose(f(x, nx.ones((E, M))).array, np.full((64, 8), 8.0))
