@@ -1,5 +1,6 @@
 """dump-hlo: the console script on the example targets, the namax.dump API, error lines and exit status."""
 
+import ast
 import os
 import re
 import subprocess
@@ -297,3 +298,32 @@ def test_bad_mesh_and_devices_are_errors(argv, message, capsys, monkeypatch):
     assert err.strip().splitlines() == [err.strip()] and err.startswith(message)
     assert os.environ.get("XLA_FLAGS") == flags  # refused before touching XLA_FLAGS
     assert dump_hlo.MAX_DEVICES <= 4096
+
+
+def test_plan_flag_prints_the_plan_and_dumps_under_its_mapping(capsys, monkeypatch):
+    """``--plan``: namax.plan's table first, then the dump under the planned mapping (its
+    collectives are the planned candidate's)."""
+    monkeypatch.chdir(ROOT)
+    assert dump_hlo.main(["examples/dump_targets.py:make_mlp", "--mesh", "data=4,model=2", "--plan",
+                          "--stage", "summary"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("==== summary ====")[0]
+    assert "| rank | mapping | predicted cost |" in table
+    planned = re.search(r"planned mapping: (\{.*\})", out).group(1)
+    first_row = re.search(r"^\| 1 \| ([^|]+) \|", table, re.M).group(1).strip()
+    assert all(f"{k}->{v}" in first_row for k, v in ast.literal_eval(planned).items())  # rank 1 is the mapping
+    assert "collectives:" in out.split("==== summary ====")[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--plan"], "dump-hlo: --plan needs --mesh"),
+    (["--plan", "--mesh", "data=2", "--axis-resources", "batch=data"],
+     "dump-hlo: --plan chooses the mapping: give --plan or --axis-resources, not both"),
+    (["--mesh", "data=2", "--memory-budget-mb", "4"], "dump-hlo: --memory-budget-mb applies to --plan"),
+    (["--plan", "--mesh", "data=2", "--memory-budget-mb", "0"], "dump-hlo: --memory-budget-mb 0.0: must be positive"),
+])
+def test_plan_flag_errors(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert dump_hlo.main(["examples/dump_targets.py:make_mlp", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(message)

@@ -31,7 +31,7 @@ import importlib.util
 import os
 import re
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 EXIT_ERROR = 2
 MAX_DEVICES = 4096
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the --args inputs (default: 0)")
     parser.add_argument("--diff", action="store_true", help="add a unified diff of each pass's change")
     parser.add_argument("--out", help="write one numbered file per stage (and summary.txt) into this folder")
+    parser.add_argument("--plan", action="store_true",
+                        help="search the axis mapping on --mesh first (namax.plan), print its table, then dump "
+                             "the program under the planned mapping")
+    parser.add_argument("--memory-budget-mb", type=float,
+                        help="with --plan: memory per device in MiB that the mapping must fit")
     parser.add_argument("--traceback", action="store_true", help="print the full traceback on errors")
     return parser
 
@@ -291,8 +296,18 @@ def run(ns: argparse.Namespace) -> int:
     resources = parse_resources(ns.axis_resources)
     if resources and not mesh:
         raise UsageError("--axis-resources needs --mesh (e.g. --mesh data=4,model=2)")
+    if ns.plan and not mesh:
+        raise UsageError("--plan needs --mesh (e.g. --mesh data=4,model=2)")
+    if ns.plan and resources:
+        raise UsageError("--plan chooses the mapping: give --plan or --axis-resources, not both")
+    if ns.memory_budget_mb is not None and not ns.plan:
+        raise UsageError("--memory-budget-mb applies to --plan")
+    if ns.memory_budget_mb is not None and not ns.memory_budget_mb > 0:
+        raise UsageError(f"--memory-budget-mb {ns.memory_budget_mb}: must be positive")
     obj = load_target(ns.target)
     fn, args, kwargs, in_axes = build_call(ns.target, obj, ns)
+    if ns.plan:
+        resources = plan_mapping(fn, args, kwargs, in_axes, mesh, ns)
     try:
         result = dump(fn, *args, kwargs=kwargs, stages=stages, axis_resources=resources, mesh=mesh, in_axes=in_axes)
     except ValueError as e:
@@ -304,6 +319,20 @@ def run(ns: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result.render(diff=ns.diff))
     return 0
+
+
+def plan_mapping(fn: Callable, args: Sequence[Any], kwargs: dict, in_axes: Any, mesh: dict,
+                 ns: argparse.Namespace) -> dict:
+    """``--plan``: print :func:`namax.plan`'s table for the target on ``mesh``; return its mapping."""
+    from namax.dump import make_mesh
+    from namax.plan import plan
+
+    if kwargs:
+        raise UsageError(f"--plan: the target passes keyword arguments {sorted(kwargs)}; plan takes positional ones")
+    budget = None if ns.memory_budget_mb is None else int(ns.memory_budget_mb * 2**20)
+    planned = plan(fn, *args, mesh=make_mesh(mesh), in_axes=in_axes, memory_budget=budget)
+    print(f"==== plan ({planned.seconds:.1f} s) ====\n{planned}\nplanned mapping: {planned.mapping}\n")
+    return dict(planned.mapping)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
