@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from .axis import Axis, AxisSelector, AxisSpec, ensure_tuple, merge_axes
 from .named import NamedArray, _axes_str, align, wrap
+from .signature import table_function
 
 
 def _shape(shape: AxisSpec, what: str) -> tuple[Axis, ...]:
@@ -100,28 +101,16 @@ def _sample(dist: _Distribution, key: jax.Array, shape: AxisSpec, args: dict[str
 
 
 def _make_sampler(dist: _Distribution) -> Callable[..., NamedArray]:
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    signature = inspect.Signature(
-        [inspect.Parameter("key", kind), inspect.Parameter("shape", kind)]
-        + [inspect.Parameter(p, kind, default=d) for p, d in dist.params]
-    )
-
-    def sampler(*args: Any, **kwargs: Any) -> NamedArray:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"{dist.name}{signature}: {e}") from None
-        bound.apply_defaults()
-        given = dict(bound.arguments)
+    def draw(given: dict[str, Any]) -> NamedArray:
         return _sample(dist, given.pop("key"), given.pop("shape"), given)
+
+    sampler = table_function(dist.name, ("key", "shape"), dist.params, draw)
 
     broadcast = [p for p, _ in dist.params if p != "dtype"]
     note = (
         f" {', '.join(f'``{p}``' for p in broadcast)} may be scalars or NamedArrays whose axes are among ``shape``"
         " (broadcast by name)." if broadcast else ""
     )
-    sampler.__name__ = sampler.__qualname__ = dist.name
-    sampler.__signature__ = signature  # type: ignore[attr-defined]
     sampler.__doc__ = (
         f"{dist.summary} The result has the axes of ``shape``.\n\n"
         f"Draws exactly what ``jax.random.{dist.name}`` draws for the positional shape.{note}\n\n"

@@ -62,8 +62,16 @@ def fail(what: str, text: str, span: tuple[int, int], message: str) -> NoReturn:
 # --- parse result --------------------------------------------------------------------------
 
 
+class _Located:
+    """A parsed piece that knows where it stands in the string (``start``, ``end`` fields)."""
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (self.start, self.end)
+
+
 @dataclasses.dataclass(frozen=True)
-class AxisName:
+class AxisName(_Located):
     """A name in an axis string, with its span ``[start, end)`` in the string.
 
     >>> parse_einsum("batch -> batch").output.items[0]
@@ -74,13 +82,9 @@ class AxisName:
     start: int
     end: int
 
-    @property
-    def span(self) -> tuple[int, int]:
-        return (self.start, self.end)
-
 
 @dataclasses.dataclass(frozen=True)
-class Rest:
+class Rest(_Located):
     """``...``: the axes a side does not list.
 
     >>> parse_einsum("... -> ...").output.items
@@ -90,13 +94,9 @@ class Rest:
     start: int
     end: int
 
-    @property
-    def span(self) -> tuple[int, int]:
-        return (self.start, self.end)
-
 
 @dataclasses.dataclass(frozen=True)
-class Group:
+class Group(_Located):
     """``(name: a b)`` (``name`` optional): axes ``a b`` seen as one axis ``name``.
 
     >>> g = parse_rearrange("(x: a b) -> a b").lhs.items[0]
@@ -109,16 +109,12 @@ class Group:
     start: int
     end: int
 
-    @property
-    def span(self) -> tuple[int, int]:
-        return (self.start, self.end)
-
 
 Item = Union[AxisName, Rest, Group]
 
 
 @dataclasses.dataclass(frozen=True)
-class Side:
+class Side(_Located):
     """One side of an axis string: its items in order, and whether it was in braces.
 
     >>> s = parse_rearrange("{h w} -> ... (hw: h w)").lhs
@@ -130,10 +126,6 @@ class Side:
     unordered: bool
     start: int
     end: int
-
-    @property
-    def span(self) -> tuple[int, int]:
-        return (self.start, self.end)
 
     @property
     def rest(self) -> Optional[Rest]:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from ..axis import Axis, AxisSelector, axis_name
 from ..named import NamedArray, _axes_str, wrap
+from ..signature import table_function
 
 DEFAULT_POLY_AXIS_NAME = "degree"
 """The coefficient axis's name when no argument is a NamedArray."""
@@ -77,23 +78,8 @@ def _apply(op: _PolyOp, args: dict[str, Any]) -> Any:
 
 
 def _make(op: _PolyOp) -> Callable[..., Any]:
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    signature = inspect.Signature(
-        [inspect.Parameter(p, kind) for p in op.polynomials]
-        + [inspect.Parameter(p, kind, default=d) for p, d in op.options]
-    )
-
-    def poly_op(*args: Any, **kwargs: Any) -> Any:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"{op.name}{signature}: {e}") from None
-        bound.apply_defaults()
-        return _apply(op, bound.arguments)
-
+    poly_op = table_function(op.name, op.polynomials, op.options, lambda args: _apply(op, args))
     call, result = op.example
-    poly_op.__name__ = poly_op.__qualname__ = op.name
-    poly_op.__signature__ = signature  # type: ignore[attr-defined]
     poly_op.__doc__ = (
         f"{op.summary} (``jnp.{op.fn.__name__}``) on 1-D coefficient arrays.\n\n"
         f"The result's coefficient axis takes the name of the first NamedArray argument's axis\n"
