@@ -104,7 +104,7 @@ def _make_sampler(dist: _Distribution) -> Callable[..., NamedArray]:
     def draw(given: dict[str, Any]) -> NamedArray:
         return _sample(dist, given.pop("key"), given.pop("shape"), given)
 
-    sampler = table_function(dist.name, ("key", "shape"), dist.params, draw)
+    sampler = table_function(dist.name, ("key", "shape"), dist.params, draw, __name__)
 
     broadcast = [p for p, _ in dist.params if p != "dtype"]
     note = (

@@ -8,14 +8,15 @@ parameters and a wrong call names them.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 
 def table_function(name: str, required: Sequence[str], optional: Sequence[tuple[str, Any]],
-                   body: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
-    """A function ``name(*required, **optional)`` that calls ``body`` with every argument by name.
+                   body: Callable[[dict[str, Any]], Any], module: str) -> Callable[..., Any]:
+    """A function ``name(*required, **optional)`` of ``module`` that calls ``body`` with every
+    argument by name. (``module`` is where it is published: its docstring examples run there.)
 
-    >>> add = table_function("add", ["a"], [("b", 1)], lambda args: args["a"] + args["b"])
+    >>> add = table_function("add", ["a"], [("b", 1)], lambda args: args["a"] + args["b"], __name__)
     >>> add(2), add(2, b=5), str(inspect.signature(add))
     (3, 7, '(a, b=1)')
     >>> add()
@@ -36,6 +37,7 @@ def table_function(name: str, required: Sequence[str], optional: Sequence[tuple[
         return body(dict(bound.arguments))
 
     function.__name__ = function.__qualname__ = name
+    function.__module__ = module
     function.__signature__ = signature  # type: ignore[attr-defined]
     return function
 

@@ -78,7 +78,7 @@ def _apply(op: _PolyOp, args: dict[str, Any]) -> Any:
 
 
 def _make(op: _PolyOp) -> Callable[..., Any]:
-    poly_op = table_function(op.name, op.polynomials, op.options, lambda args: _apply(op, args))
+    poly_op = table_function(op.name, op.polynomials, op.options, lambda args: _apply(op, args), __name__)
     call, result = op.example
     poly_op.__doc__ = (
         f"{op.summary} (``jnp.{op.fn.__name__}``) on 1-D coefficient arrays.\n\n"
