@@ -7,8 +7,11 @@ process, with the candidates' runs interleaved so that drift of the shared host 
 from __future__ import annotations
 
 import collections
+import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Mapping
 
@@ -96,3 +99,114 @@ def hlo_instructions(hlo_text: str) -> list[str]:
 def ratio(value: float, baseline: float) -> str:
     """``value / baseline`` formatted as ``1.03x``."""
     return f"{value / baseline:.2f}x"
+
+
+# --- several processes, idle and busy host -------------------------------------------------
+
+_SPIN = (
+    "import os\n"
+    "parent = os.getppid()\n"
+    "while os.getppid() == parent:  # stop by itself if the benchmark dies without cleaning up\n"
+    "    for _ in range(1_000_000):\n"
+    "        pass\n"
+)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class BusyLoad:
+    """Processes that each keep one core 100% busy with a pure-Python spin loop.
+
+    Use as a context manager: the spinners start on entry and are always stopped on exit
+    (also on an exception or Ctrl-C); a spinner whose parent dies exits by itself.
+    ``cores=0`` is a no-op load (the idle condition).
+    """
+
+    def __init__(self, cores: int = 1, settle: float = 0.2):
+        if cores < 0:
+            raise ValueError(f"cores must be >= 0, got {cores}")
+        self.cores, self.settle = cores, settle
+        self.procs: list[subprocess.Popen] = []
+        self.started = 0.0
+
+    def start(self) -> "BusyLoad":
+        self.started = time.perf_counter()
+        try:
+            for _ in range(self.cores):
+                self.procs.append(subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL,
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except BaseException:
+            self.stop()
+            raise
+        if self.procs and self.settle:
+            time.sleep(self.settle)
+        return self
+
+    def cores_used(self) -> float | None:
+        """CPU seconds the spinners used so far over the wall seconds since start (~``cores``)."""
+        if not self.procs:
+            return 0.0
+        seconds = [_cpu_seconds(p.pid) for p in self.procs]
+        wall = time.perf_counter() - self.started
+        if any(s is None for s in seconds) or wall <= 0:
+            return None
+        return sum(seconds) / wall
+
+    def alive(self) -> bool:
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        procs, self.procs = self.procs, []
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self) -> "BusyLoad":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """``(median, min, max)`` of one measurement over several processes.
+
+    >>> spread([0.5, 0.4, 0.45])
+    (0.45, 0.4, 0.5)
+    """
+    if not values:
+        raise ValueError("spread of no values")
+    return statistics.median(values), min(values), max(values)
+
+
+_TARGET = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*(-?\d+(?:\.\d+)?)")
+
+
+def meets_target(value: float, target: str) -> bool | None:
+    """Whether ``value`` meets a target written like ``"<= 1.05"``, ``"< 0.5"`` or ``"> 1 (why)"``.
+
+    None when the target is not such a comparison (``"-"``, ``"well below 1"``).
+
+    >>> meets_target(0.3, "<= 0.35"), meets_target(0.5, "< 0.5"), meets_target(2.0, "> 1 (x)"), meets_target(1, "-")
+    (True, False, True, None)
+    """
+    match = _TARGET.match(target)
+    if not match:
+        return None
+    op, bound = match.group(1), float(match.group(2))
+    return {"<=": value <= bound, "≤": value <= bound, "<": value < bound, ">=": value >= bound,
+            "≥": value >= bound, ">": value > bound}[op]

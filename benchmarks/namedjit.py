@@ -26,6 +26,12 @@ KPos = Pos.alias("key_position")
 
 # --- the same block twice: named, and plain jnp ------------------------------------------
 def named_block_loss(p, x):
+    """The block's loss; its axes come from the inputs (``x [batch, position, embed]``,
+    ``p["wq"] [embed, head, key]``, ``p["w1"] [embed, mlp]``), so any sizes work."""
+    Embed, Head, Key = p["wq"].axes
+    Pos = x.resolve_axis("position")
+    KPos = Pos.alias("key_position")
+
     def norm(v):
         mu = nx.mean(v, Embed)
         c = v - mu
@@ -42,7 +48,7 @@ def named_block_loss(p, x):
     a = e / nx.sum(e, KPos)
     x = x + nx.dot(nx.dot(a, v, axis=KPos), p["wo"], axis=(Head, Key))
     h = nx.tanh(nx.dot(norm(x), p["w1"], axis=Embed))
-    y = x + nx.dot(h, p["w2"], axis=Mlp)
+    y = x + nx.dot(h, p["w2"], axis=p["w1"].axes[1])
     return nx.mean(y * y).array
 
 
@@ -68,10 +74,12 @@ def plain_block_loss(p, x):
     return jnp.mean(y * y)
 
 
-def make_params(key):
+def make_params(key, sizes=None):
+    """The block's weights; ``sizes`` (``{"embed": 16, ...}``) overrides the default axis sizes."""
+    sizes = sizes or {}
+    E, H, K, M = (a.resize(sizes.get(a.name, a.size)) for a in (Embed, Head, Key, Mlp))
     ks = jax.random.split(key, 6)
-    shapes = {"wq": (Embed, Head, Key), "wk": (Embed, Head, Key), "wv": (Embed, Head, Key),
-              "wo": (Head, Key, Embed), "w1": (Embed, Mlp), "w2": (Mlp, Embed)}
+    shapes = {"wq": (E, H, K), "wk": (E, H, K), "wv": (E, H, K), "wo": (H, K, E), "w1": (E, M), "w2": (M, E)}
     return {n: nx.named(jax.random.normal(k, tuple(a.size for a in ax)) * 0.05, ax)
             for k, (n, ax) in zip(ks, shapes.items())}
 

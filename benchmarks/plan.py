@@ -1,40 +1,54 @@
-"""Does ``namax.plan``'s cost model rank mappings as the measured step times do? (GPT-2 train step)
+"""Does ``namax.plan`` pick a mapping as fast as the hand-written ones, and rank mappings as measured?
 
-Plans a named GPT-2 (``namax.models.gpt2``) SGD training step on a mesh of simulated CPU
-devices, then compiles ``--max-compiles`` candidates (``--pick top``: the plan's table;
-``spread``, the default: the plan's best and candidates spread evenly over the whole
-estimate ranking, a harder test of the ordering than the near-ties at the top), runs each
-(inputs placed by its mapping) and times it (medians of interleaved runs). Prints the plan's table with the measured times, and
-the Spearman rank correlation of measured time with the predicted cost (and with the cheap
-estimate that pruned the candidates).
+Plans one training step on a mesh of simulated CPU devices, then compiles and times (medians
+of interleaved runs, inputs placed by each mapping):
 
-    python benchmarks/plan.py [--devices 8 --mesh 4,2 --embed 128 --layers 2 --heads 4 --seq-len 128
-        --batch-size 8 --vocab 1024 --max-compiles 12 --pick spread --runs 5 --steps 3]
+- the plan's pick;
+- the hand-written mappings: data parallel (the batch over every mesh axis), FSDP (the same
+  compute, parameters split along ``embed`` over every mesh axis), tensor parallel
+  (Megatron: the batch over ``data``, heads and the MLP's hidden dim over ``model``) and
+  FSDP+TP (TP with the parameters also split along ``embed`` over ``data``); on a mesh
+  whose ``model`` axis has size 1, TP and FSDP+TP are DP and FSDP and are left out;
+- more of the plan's candidates, spread evenly over its whole estimate ranking (at least
+  ``--candidates`` mappings in all), for the rank correlation.
 
-On a CPU the simulated devices share the host's cores, so a mapping's measured time mixes
-per-device work with the host's threading; the correlation says how well the cost model
-orders mappings here, not on an accelerator.
+Programs (``--program``): ``block``, the named GPT block of ``benchmarks/namedjit.py``
+(forward + backward, ``jax.value_and_grad``); ``hf-gpt2``, an unmodified transformers
+``FlaxGPT2LMHeadModel`` (random weights, no download) whose parameters and token ids are
+named by ``in_axes`` only (:func:`namax.hf.flax_gpt2_names`), the step its loss's value and
+gradient. Prints the table (mapping | predicted cost | measured step | memory / device, the
+pick marked), the planning time, the pick's measured time over the best hand-written one,
+and the Spearman rank correlation of predicted cost with measured time. With
+``--budget-below-replicated`` the plan gets a per-device memory budget that replicated
+parameters cannot meet: halfway between the compiled memory of the data-parallel mapping
+and of FSDP (the same compute, parameters split); the pick is checked against it.
+
+    python benchmarks/plan.py [--program block|hf-gpt2] [--mesh 4,2|8,1] [--candidates 10]
+        [--budget-below-replicated] [--runs 7 --steps 3]
+
+On a CPU the simulated devices share the host's cores, so the measured times rank mappings
+by their total work and their collectives' host copies, not by an accelerator's.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-def _flags(argv) -> int:
-    n = 8
-    for i, a in enumerate(argv or []):
-        if a == "--devices" and i + 1 < len(argv):
-            n = int(argv[i + 1])
-        elif a.startswith("--devices="):
-            n = int(a.split("=", 1)[1])
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    return n
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import namax as nx  # noqa: E402
+from namax.partitioning import auto_twin  # noqa: E402
+from namax.plan import Candidate, candidate_options, clear_cache, place_inputs  # noqa: E402
 
 
 def spearman(a, b) -> float:
@@ -43,8 +57,6 @@ def spearman(a, b) -> float:
     >>> round(spearman([1, 2, 3, 4], [10, 20, 30, 40]), 6), round(spearman([1, 2, 3], [3, 2, 1]), 6)
     (1.0, -1.0)
     """
-    import numpy as np
-
     def ranks(x):
         x = np.asarray(x, float)
         order = np.argsort(x, kind="stable")
@@ -61,89 +73,180 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+# --- the programs ------------------------------------------------------------------------
+
+
+def block_program(size: str):
+    """The named GPT block of benchmarks/namedjit.py (``size="small"``: a tiny one for tests)."""
+    import namedjit as block  # benchmarks/namedjit.py, next to this script
+
+    sizes = {"batch": 8, "position": 16, "embed": 16, "head": 2, "key": 8, "mlp": 32} if size == "small" else {}
+    Batch, Pos, Embed = (a.resize(sizes.get(a.name, a.size)) for a in (block.Batch, block.Pos, block.Embed))
+    params = block.make_params(jax.random.key(0), sizes)
+    x = nx.named(jax.random.normal(jax.random.key(1), (Batch.size, Pos.size, Embed.size)), (Batch, Pos, Embed))
+    return jax.value_and_grad(block.named_block_loss), (params, x), None, {"head": "model", "mlp": "model"}
+
+
+def hf_gpt2_program(size: str):
+    """An unmodified transformers Flax GPT-2 train step, named by ``in_axes`` only."""
+    import transformers
+    from namax.hf import GPT2_MEGATRON, flax_gpt2_names
+
+    layers, embed, heads, vocab, seq, batch = (2, 128, 4, 1024, 128, 8) if size == "full" else (1, 16, 2, 64, 16, 8)
+    config = transformers.GPT2Config(n_layer=layers, n_embd=embed, n_head=heads, vocab_size=vocab, n_positions=seq)
+    model = transformers.FlaxGPT2LMHeadModel(config, seed=0, _do_init=False)
+    shapes = jax.eval_shape(functools.partial(model.init_weights, input_shape=(1, 1)), jax.random.key(0))
+    rng = np.random.default_rng(0)
+
+    def init(path, s):
+        scale = getattr(path[-1], "key", None) == "scale"
+        return np.asarray(1.0 + 0.1 * rng.standard_normal(s.shape) if scale else 0.02 * rng.standard_normal(s.shape),
+                          s.dtype)
+
+    params = jax.tree_util.tree_map_with_path(init, shapes)
+    ids = np.random.default_rng(1).integers(0, vocab, (batch, seq), dtype=np.int32)
+
+    def loss(params, ids):
+        logits = model(ids, params=params).logits
+        logp = jax.nn.log_softmax(logits[:, :-1])
+        return -jnp.mean(jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1))
+
+    in_axes = (flax_gpt2_names(params), ("batch", "position"))
+    tp = {k: v for k, v in GPT2_MEGATRON.items() if k != "batch"}
+    return jax.value_and_grad(loss), (params, ids), in_axes, tp
+
+
+PROGRAMS = {"block": block_program, "hf-gpt2": hf_gpt2_program}
+
+
+def hand_mappings(mesh_shape: dict, tp: dict) -> dict:
+    """DP, FSDP, TP and FSDP+TP as ``(mapping, parameter mapping or None)`` on a data[,model] mesh."""
+    real = tuple(a for a, k in mesh_shape.items() if k > 1)
+    every = real[0] if len(real) == 1 else real
+    out = {"DP": ({"batch": every}, None),
+           "FSDP": ({"batch": every}, {"batch": every, "embed": every})}
+    if mesh_shape.get("model", 1) > 1:
+        mapping = {"batch": "data", **tp}
+        out["TP"] = (mapping, None)
+        out["FSDP+TP"] = (mapping, {**mapping, "embed": "data"})
+    return out
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def measure(step, args, in_axes, mesh, cands: list, runs: int, steps: int) -> list:
+    """Medians of interleaved runs (seconds per step) of each compiled candidate."""
+    calls = []
+    for c in cands:
+        options = candidate_options(c, 0)
+        placed = place_inputs(*args, mapping=options["axis_resources"], mesh=mesh, in_axes=in_axes,
+                              in_axis_resources=options.get("in_axis_resources"))
+        calls.append(functools.partial(c.executable, *placed))
+    for call in calls:  # warm up
+        jax.block_until_ready(call())
+    samples = [[] for _ in calls]
+    for run in range(runs):
+        order = range(len(calls)) if run % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            start = time.perf_counter()
+            out = None
+            for _ in range(steps):
+                out = calls[i]()
+            jax.block_until_ready(out)
+            samples[i].append((time.perf_counter() - start) / steps)
+    return [float(np.median(s)) for s in samples]
+
+
 def main(argv=None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    _flags(argv)
-    import equinox as eqx
-    import jax
-    import numpy as np
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import namax as nx
-    from _timing import interleaved_medians
-    from namax.models.gpt2 import GPT2Config, Gpt2LMHeadModel
-    from namax.partitioning import auto_twin
-    from namax.plan import mapping_text, place_inputs
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--devices", type=int, default=8)
-    p.add_argument("--mesh", default="4,2", help="mesh shape; axes are data[,model]")
-    p.add_argument("--embed", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=1024)
-    p.add_argument("--max-compiles", type=int, default=12)
-    p.add_argument("--memory-budget", type=int, default=None, help="bytes per device")
-    p.add_argument("--pick", choices=("spread", "top"), default="spread",
-                   help="time the plan's top candidates, or candidates spread over the estimate ranking")
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--program", choices=sorted(PROGRAMS), default="block")
+    p.add_argument("--size", choices=("full", "small"), default="full", help="small: a tiny program (tests)")
+    p.add_argument("--mesh", default="4,2", help="mesh shape; its axes are data[,model]")
+    p.add_argument("--candidates", type=int, default=10, help="mappings timed in all (plan's pick + hand + spread)")
+    p.add_argument("--max-compiles", type=int, default=12, help="the plan's max_compiles")
+    p.add_argument("--budget-below-replicated", action="store_true",
+                   help="plan within a memory budget that replicated parameters cannot meet")
+    p.add_argument("--runs", type=int, default=7)
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args(argv)
 
     shape = tuple(int(s) for s in args.mesh.split(","))
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:int(np.prod(shape))]).reshape(shape),
-                             ("data", "model")[:len(shape)])
-    config = GPT2Config(vocab_size=args.vocab, n_positions=args.seq_len, n_embd=args.embed, n_layer=args.layers,
-                        n_head=args.heads)
-    model = eqx.filter_jit(Gpt2LMHeadModel.init)(config, key=jax.random.key(0))  # one compile, not one per op
-    params, static = eqx.partition(model, eqx.is_array)
-    ids = nx.named(jax.random.randint(jax.random.key(1), (args.batch_size, args.seq_len), 0, args.vocab),
-                   (nx.Axis("batch", args.batch_size), config.Pos))
+    if len(shape) == 1:
+        shape = shape + (1,)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:int(np.prod(shape))]).reshape(shape), ("data", "model"))
+    mesh_shape = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    step, step_args, in_axes, tp = PROGRAMS[args.program](args.size)
+    hand = hand_mappings(mesh_shape, tp)
 
-    def step(params, ids):
-        def loss(params):
-            logits = eqx.combine(params, static)(ids)
-            return nx.mean(nx.nn.logsumexp(logits, "vocab") - nx.max(logits, "vocab")).array
+    budget = None
+    if args.budget_below_replicated:
+        both = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, candidates=[hand["DP"][0], hand["FSDP"]],
+                       parameters=0)
+        dp, fsdp = sorted(c.memory_per_device for c in both.table)[::-1]
+        if not fsdp < dp:
+            raise SystemExit(f"FSDP needs {fsdp} bytes per device, DP {dp}: no budget rules out replication here")
+        budget = (dp + fsdp) // 2
+    clear_cache()
+    start = time.perf_counter()
+    plan = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, memory_budget=budget,
+                   max_compiles=args.max_compiles, parameters=0)
+    planning = time.perf_counter() - start
+    start = time.perf_counter()
+    again = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, memory_budget=budget,
+                    max_compiles=args.max_compiles, parameters=0)
+    cached = time.perf_counter() - start
+    assert again is plan
 
-        value, grads = jax.value_and_grad(loss)(params)
-        return value, jax.tree_util.tree_map(lambda w, g: w - 1e-3 * g, params, grads)
+    # what to time: the pick, the hand-written mappings, candidates spread over the estimate ranking
+    def key(c):
+        return (tuple(sorted(c.mapping.items())), tuple(sorted((c.parameter_mapping or {}).items())))
 
-    plan = nx.plan(step, params, ids, mesh=mesh, memory_budget=args.memory_budget, max_compiles=args.max_compiles,
-                   keep_compiled=args.pick == "top")
-    if args.pick == "spread":  # the plan's best, then candidates spread over the whole estimate ranking
-        everything = [c.mapping for c in plan.table[:1]] + \
-            [c.mapping for c in sorted(plan.table[1:] + plan.pruned, key=lambda c: c.estimate)]
-        picks = sorted({round(i * (len(everything) - 1) / max(args.max_compiles - 1, 1))
-                        for i in range(args.max_compiles)})
-        plan = nx.plan(step, params, ids, mesh=mesh, memory_budget=args.memory_budget,
-                       candidates=[everything[i] for i in picks], max_compiles=len(picks), keep_compiled=True)
-    runnable = [c for c in plan.table if c.error is None]
-    calls = {}
-    for i, c in enumerate(runnable):
-        placed = place_inputs(params, ids, mapping=c.mapping, mesh=auto_twin(mesh))  # plan compiles on it
-        calls[str(i)] = (lambda compiled=c.executable, placed=placed: compiled(*placed))
-    measured = interleaved_medians(calls, runs=args.runs, steps=args.steps)
-    times = [measured[str(i)] for i in range(len(runnable))]
+    entries = [("plan", (plan.best.mapping, plan.best.parameter_mapping))]
+    entries += [(name, m) for name, m in hand.items()]
+    everything = sorted(plan.table[1:] + plan.pruned, key=lambda c: c.estimate)
+    want = max(args.candidates - len(entries), 0)
+    picks = sorted({round(i * (len(everything) - 1) / max(want - 1, 1)) for i in range(want)}) if everything else []
+    entries += [("", (everything[i].mapping, everything[i].parameter_mapping)) for i in picks]
+    seen, unique = set(), []
+    for label, (m, pm) in entries:
+        k = key(Candidate(m, pm))
+        if k in seen:
+            for i, (lab, mm) in enumerate(unique):
+                if key(Candidate(*mm)) == k and label:
+                    unique[i] = (f"{lab}={label}" if lab else label, mm)
+            continue
+        seen.add(k)
+        unique.append((label, (m, pm)))
+    # timed without the budget, so hand-written mappings over it are measured too
+    timed = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, max_compiles=len(unique), keep_compiled=True, parameters=0,
+                    candidates=[(m, pm) if pm is not None else m for _, (m, pm) in unique])
+    labels = {key(Candidate(*mm)): lab for lab, mm in unique}
+    runnable = [c for c in timed.table if c.error is None]
+    times = measure(step, step_args, in_axes, auto_twin(mesh), runnable, args.runs, args.steps)
     rho = spearman([c.predicted_cost for c in runnable], times)
-    rho_est = spearman([c.estimate for c in runnable], times)
+    by_label = {labels[key(c)]: t for c, t in zip(runnable, times)}
+    pick_time = next(t for c, t in zip(runnable, times) if "plan" in labels[key(c)].split("="))
+    hand_times = {name: t for lab, t in by_label.items() for name in lab.split("=") if name in hand}
+    best_hand = min(hand_times, key=hand_times.get)
 
-    print(f"GPT-2 SGD step: vocab {args.vocab}, embed {args.embed}, layers {args.layers}, heads {args.heads}, "
-          f"seq {args.seq_len}, batch {args.batch_size}; mesh {plan.mesh_shape}; planned in {plan.seconds:.1f} s "
-          f"({len(plan.table)} compiled, {len(plan.pruned)} pruned)\n")
-    print("| rank | mapping | predicted | estimate | measured step | memory / device | collectives |")
-    print("|---|---|---|---|---|---|---|")
-    for i, (c, t) in enumerate(zip(runnable, times), 1):
-        coll = ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in c.collectives.items() if v) or "none"
-        print(f"| {i} | {mapping_text(c.mapping)} | {c.predicted_cost * 1e3:.2f} ms | {c.estimate * 1e3:.2f} ms | "
-              f"{t * 1e3:.2f} ms | {c.memory_per_device / 2 ** 20:.2f} MiB | {coll} |")
-    best_measured = min(range(len(times)), key=times.__getitem__)
-    print(f"\nSpearman(predicted cost, measured) = {rho:.2f}; Spearman(estimate, measured) = {rho_est:.2f}; "
-          f"planned best is measured #{sorted(times).index(times[0]) + 1} of {len(times)} "
-          f"(measured best: {mapping_text(runnable[best_measured].mapping)})")
-    return {"spearman": rho, "spearman_estimate": rho_est, "times": times, "plan": plan}
+    print(f"{args.program} ({args.size}) train step on mesh {mesh_shape}; planned in {planning:.1f} s "
+          f"({len(plan.table)} compiled, {len(plan.pruned)} pruned; cached: {cached * 1e3:.0f} ms)"
+          + ("" if budget is None else f"; memory budget {budget / 2 ** 20:.2f} MiB per device") + "\n")
+    print("| mapping | label | predicted cost | measured step | memory / device | FLOPs | bytes | collectives |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c, t in sorted(zip(runnable, times), key=lambda ct: ct[1]):
+        label = labels[key(c)]
+        mark = "**" if "plan" in label.split("=") else ""
+        print(f"| {mark}{c.text}{mark} | {label or '-'} | {c.predicted_cost * 1e3:.2f} ms | {t * 1e3:.2f} ms | "
+              f"{c.memory_per_device / 2 ** 20:.2f} MiB | {c.flops:.3g} | {c.bytes_accessed:.3g} | "
+              f"{c.collective_ops} ops, {c.collective_total / 2 ** 20:.2f} MiB |")
+    ratio = pick_time / hand_times[best_hand]
+    fits = budget is None or plan.best.memory_per_device <= budget
+    print(f"\nplan's pick / best hand-written ({best_hand}): {ratio:.3f}; Spearman(predicted, measured) = {rho:.2f} "
+          f"over {len(runnable)} mappings; pick fits the budget: {fits}")
+    return {"spearman": rho, "rows": [(c, t) for c, t in zip(runnable, times)], "ratio": ratio, "times": times, "plan": plan, "planning_seconds": planning,
+            "best_hand": best_hand, "fits": fits, "budget": budget, "count": len(runnable)}
 
 
 if __name__ == "__main__":

@@ -10,9 +10,17 @@ True
 The stages (see :mod:`namax.tools.stages`): ``jaxpr`` (the traced program), ``implicit``
 (LoRA/int4/zeros rewritten by :mod:`namax.quant`), ``names`` (every value typed by its
 axis names), ``sharding`` (PartitionSpecs and the program with constraints),
-``stablehlo`` (``namedjit(...).lower()``, annotated) and ``hlo`` (XLA's optimized HLO).
-The :class:`~namax.tools.summary.Summary` counts names, implicit rewrites, collectives,
-memory, FLOPs and the largest intermediates.
+``stablehlo`` (``namedjit(...).lower()``, annotated), ``hlo`` (XLA's optimized HLO) and
+``costs`` (the cost report by axis name, :mod:`namax.tools.costs`: each collective of the
+compiled HLO with the names it moves, its bytes and the user's source line that caused it;
+memory per device by name). The :class:`~namax.tools.summary.Summary` counts names,
+implicit rewrites, collectives (with the cost report's rows), memory (and the names that
+dominate it), FLOPs and the largest intermediates.
+
+>>> r = dump(lambda x, w: x @ w, jnp.ones((8, 4)), jnp.ones((4, 2)),
+...          in_axes=(("batch", "embed"), ("embed", "mlp")), stages="costs")
+>>> r.costs.collectives, [m.name for m in r.costs.memory_by_name]
+([], ['batch', 'embed', 'mlp'])
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ class DumpResult:
     stages: dict[str, Stage]
     summary: Summary
     program: Program
+
+    @property
+    def costs(self):
+        """The :class:`~namax.tools.costs.CostReport`: collectives and memory per device by axis name."""
+        stage = self.stages.get("costs")
+        return stage.report if stage is not None else self.program.costs
 
     def render(self, diff: bool = False) -> str:
         """Every stage (with its diff when ``diff``), then the summary, as one text."""
@@ -94,7 +108,7 @@ def parse_stages(stages: Union[str, Sequence[str]]) -> list[str]:
     """``"all"``, ``"summary"`` (no stage), one key or a comma list -> the keys in pipeline order.
 
     >>> parse_stages("hlo, jaxpr"), parse_stages("summary"), len(parse_stages("all"))
-    (['jaxpr', 'hlo'], [], 6)
+    (['jaxpr', 'hlo'], [], 7)
     """
     keys = stages.split(",") if isinstance(stages, str) else list(stages)
     keys = [k.strip() for k in keys if k.strip()]

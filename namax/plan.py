@@ -60,7 +60,8 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
 @dataclasses.dataclass(frozen=True)
 class CostModel:
     """Predicted seconds of one step per device:
-    ``flops / peak_flops + bytes_accessed / mem_bw + collective_bytes / link_bw``.
+    ``flops / peak_flops + bytes_accessed / mem_bw + collective_bytes / link_bw
+    + collective_ops * collective_latency``.
 
     The defaults are constants for this CPU host (not measured at import, so plans are
     deterministic): ``peak_flops=1e11`` FLOP/s and ``mem_bw=5e9`` B/s are rounded from a
@@ -69,16 +70,25 @@ class CostModel:
     exchange data through host copies behind a rendezvous, slower than one plain copy).
     Pass your accelerator's numbers for real hardware.
 
+    ``collective_latency=2e-5`` s is the fixed cost of one collective op (the alpha of the
+    alpha-beta model; on this host's simulated devices each op is a rendezvous of every
+    device thread): rounded from the step time an FSDP mapping (36 collective ops) adds
+    over data parallel (1 op) on GPT-2 beyond its extra bytes.
+
     >>> CostModel().seconds(flops=1e11, bytes_accessed=5e9, collective=1e9)
     3.0
+    >>> round(CostModel().seconds(0, 0, 0, collective_ops=50), 6)
+    0.001
     """
 
     peak_flops: float = 1e11
     mem_bw: float = 5e9
     link_bw: float = 1e9
+    collective_latency: float = 2e-5
 
-    def seconds(self, flops: float, bytes_accessed: float, collective: float) -> float:
-        return flops / self.peak_flops + bytes_accessed / self.mem_bw + collective / self.link_bw
+    def seconds(self, flops: float, bytes_accessed: float, collective: float, collective_ops: int = 0) -> float:
+        return (flops / self.peak_flops + bytes_accessed / self.mem_bw + collective / self.link_bw
+                + collective_ops * self.collective_latency)
 
 
 @dataclasses.dataclass
@@ -94,9 +104,13 @@ class Candidate:
     """
 
     mapping: dict
+    parameter_mapping: Optional[dict] = None
+    """FSDP-style candidates: the mapping that places the parameters argument (and the
+    outputs) instead of ``mapping``, which then places only the computation."""
     predicted_cost: Optional[float] = None
     memory_per_device: Optional[int] = None
     collectives: dict = dataclasses.field(default_factory=dict)
+    collective_ops: int = 0
     flops: Optional[float] = None
     bytes_accessed: Optional[float] = None
     fits_budget: bool = True
@@ -111,6 +125,19 @@ class Candidate:
     @property
     def collective_total(self) -> int:
         return sum(self.collectives.values())
+
+    @property
+    def text(self) -> str:
+        """The mapping as :func:`mapping_text` writes it; an FSDP-style candidate adds
+        ``; parameters: ...`` (its parameter mapping's entries beyond ``mapping``).
+
+        >>> Candidate({"batch": "data"}, {"batch": "data", "embed": "data"}).text
+        'batch->data; parameters: embed->data'
+        """
+        if self.parameter_mapping is None:
+            return mapping_text(self.mapping)
+        extra = {k: v for k, v in self.parameter_mapping.items() if self.mapping.get(k) != v}
+        return f"{mapping_text(self.mapping)}; parameters: {mapping_text(extra)}"
 
 
 def mapping_text(mapping: Mapping[str, MeshAxes]) -> str:
@@ -157,11 +184,32 @@ class Plan:
     memory_budget: Optional[int]
     cost_model: CostModel
     seconds: float
+    parameters: Optional[int] = None
+
+    @property
+    def parameter_mapping(self) -> Optional[dict]:
+        """The best candidate's parameter mapping (None: the parameters follow ``mapping``)."""
+        return self.best.parameter_mapping
+
+    def namedjit(self, fn: Callable, **kwargs: Any) -> Any:
+        """``fn`` under :func:`namax.namedjit` with the planned mapping (and, for an FSDP-style
+        plan, the parameters' and outputs' mapping); ``kwargs`` go to namedjit (``mesh=``).
+
+        >>> import numpy as np, jax, namax as nx
+        >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+        >>> x = nx.ones(nx.Axis("batch", 4))
+        >>> p = nx.plan(lambda x: x + 1, x, mesh=mesh)
+        >>> p.namedjit(lambda x: x + 1, mesh=mesh)(x).axes
+        (Axis('batch', 4),)
+        """
+        from .jit import namedjit
+
+        return namedjit(fn, **candidate_options(self.best, self.parameters), **kwargs)
 
     def __str__(self) -> str:
         budget = "no memory budget" if self.memory_budget is None else \
             f"memory budget {human(self.memory_budget)} per device"
-        head = (f"plan: {mapping_text(self.mapping)} on mesh {self.mesh_shape} ({budget}); "
+        head = (f"plan: {self.best.text} on mesh {self.mesh_shape} ({budget}); "
                 f"{len(self.table)} compiled, {len(self.pruned)} pruned by the estimate, {self.seconds:.2f} s")
         lines = [head, "",
                  "| rank | mapping | predicted cost | memory / device | fits budget | FLOPs | bytes accessed "
@@ -173,7 +221,7 @@ class Plan:
             flops = "-" if c.flops is None else f"{c.flops:.3g}"
             nbytes = "-" if c.bytes_accessed is None else f"{c.bytes_accessed:.3g}"
             err = (c.error or "").replace("|", "/").replace("\n", " ")
-            lines.append(f"| {i} | {mapping_text(c.mapping)} | {_seconds_text(c.predicted_cost)} | {mem} | "
+            lines.append(f"| {i} | {c.text} | {_seconds_text(c.predicted_cost)} | {mem} | "
                          f"{'yes' if c.fits_budget else 'no'} | {flops} | {nbytes} | {coll} | {err} |")
         return "\n".join(lines)
 
@@ -191,6 +239,9 @@ class PlanError(ValueError):
 
 
 # --- the program's named values ------------------------------------------------------------
+
+SIGNIFICANT_FRACTION = 64
+"""Values smaller than the largest value over this do not tell candidates apart."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +312,10 @@ class _Program:
                 if n is not None:
                     weight[n] = weight.get(n, 0) + v.nbytes
         self.weight = weight
+        largest = max((v.nbytes for v in self.boundary + [e.out for e in self.eqns]), default=0)
+        self.significant = largest // SIGNIFICANT_FRACTION
+        self.parameters: list[_Value] = []
+        """The values of the parameters argument (:func:`plan`'s ``parameters``)."""
 
 
 def _spec(v: _Value, mapping: Mapping[str, MeshAxes], axis_size: Mapping[str, int]) -> tuple[int, tuple]:
@@ -283,6 +338,11 @@ def _spec(v: _Value, mapping: Mapping[str, MeshAxes], axis_size: Mapping[str, in
     return factor, tuple(spec)
 
 
+def _devices(target: MeshAxes, axis_size: Mapping[str, int]) -> int:
+    """How many devices a mesh axis (or a tuple of them) spans."""
+    return math.prod(axis_size[a] for a in ((target,) if isinstance(target, str) else target))
+
+
 def _clashes(v: _Value, mapping: Mapping[str, MeshAxes]) -> bool:
     used: set = set()
     for n in v.names:
@@ -303,43 +363,86 @@ def _estimate(prog: _Program, mapping: Mapping[str, MeshAxes], axis_size: Mappin
     FLOPs and bytes of each equation divide by the devices its result is split over (a dot
     by those of its result and contracted names); a result whose inputs are split along a
     name it does not have (contracted or reduced while sharded) pays an all-reduce of its
-    per-device bytes, twice (ring), and one whose input is split where it is not (a name
-    replicated or on another mesh axis in the result) pays its per-device bytes once (an
-    all-gather or all-to-all). Memory: inputs + outputs + the largest intermediate.
-    The signature (every value's spec) identifies mappings that shard alike."""
+    per-device bytes, and an input split where the result is not (a name replicated or on
+    another mesh axis in the result) pays its own bytes at the split it keeps (an
+    all-gather or all-to-all): bytes as the compiled program's collectives count them.
+    Collective ops: one per gather, and one for all the all-reduces (XLA combines them). Memory: inputs + outputs + the largest intermediate.
+    The signature (the spec of every value of at least ``prog.significant`` bytes)
+    identifies mappings that shard alike: two mappings that differ only on small values
+    (a causal mask, a bias) are one candidate, the one with fewer entries kept."""
     flops = nbytes = comm = 0.0
-    largest = 0
+    largest = gathers = 0
+    reduces = False
     sig = []
     for e in prog.eqns:
         f, spec = _spec(e.out, mapping, axis_size)
-        sig.append(spec)
+        if e.out.nbytes >= prog.significant:
+            sig.append(spec)
         per = e.out.nbytes / f
         largest = max(largest, int(per))
         nbytes += per
         split = f
         out_pairs = {(n, t) for n, t in zip(e.out.names, spec) if t is not None}
-        sharded: set = set()
-        moved = False
-        for v in e.ins:
-            pairs = {(n, t) for n, t in zip(v.names, _spec(v, mapping, axis_size)[1]) if t is not None}
-            sharded.update(n for n, _ in pairs)
-            moved = moved or any(n not in e.reduced and p not in out_pairs for p in pairs for n in p[:1])
-        red = [n for n in e.reduced if n in sharded]
+        in_pairs = [{n: t for n, t in zip(v.names, _spec(v, mapping, axis_size)[1]) if n is not None}
+                    for v in e.ins]
+        # a reduced name stays split only if every input that has it is split alike
+        red = [n for n in e.reduced
+               if len({p[n] for p in in_pairs if n in p}) == 1 and next(p[n] for p in in_pairs if n in p)]
+        for v, pairs in zip(e.ins, in_pairs):
+            split_pairs = [(n, t) for n, t in pairs.items() if t is not None]
+            kept = [t for n, t in split_pairs if n in red or (n, t) in out_pairs]
+            if len(kept) < len(split_pairs):  # split where the result is not: gathered to the split it keeps
+                comm += v.nbytes / math.prod(_devices(t, axis_size) for t in kept)
+                gathers += 1
         if red:  # contracted or reduced while split: an all-reduce of the result
-            comm += 2 * per
-            for n in red:
-                t = mapping[n]
-                split *= math.prod(axis_size[a] for a in ((t,) if isinstance(t, str) else t))
-        if moved:  # an input split in a way the result is not: an all-gather or all-to-all
             comm += per
+            reduces = True
+            axes = {a for t in spec if t is not None for a in ((t,) if isinstance(t, str) else t)}
+            axes.update(a for n in red for a in ((mapping[n],) if isinstance(mapping[n], str) else mapping[n]))
+            split = math.prod(axis_size[a] for a in axes)  # the devices that share the work
         flops += e.flops / split
     memory = 0
     for v in prog.boundary:
         f, spec = _spec(v, mapping, axis_size)
-        sig.append(spec)
+        if v.nbytes >= prog.significant:
+            sig.append(spec)
         memory += v.nbytes // f
         nbytes += v.nbytes / f
-    return model.seconds(flops, nbytes, comm), memory + largest, tuple(sig)
+    return model.seconds(flops, nbytes, comm, gathers + reduces), memory + largest, tuple(sig)
+
+
+def _argument_values(args: tuple, in_axes: Any, position: int) -> list:
+    """The named array values of argument ``position`` (its NamedArrays, or arrays named by ``in_axes``)."""
+    from .driver import Config, collect_inputs
+
+    inputs = collect_inputs(args, {}, Config(in_axes=in_axes))
+    prefix = f"args[{position}]"
+    out = []
+    for item in inputs.items:
+        if item.implicit or not (item.path == prefix or item.path.startswith(prefix + "[")):
+            continue
+        shape = tuple(getattr(item.value, "shape", ()))
+        if shape:
+            names = item.names if item.names is not None else (None,) * len(shape)
+            out.append(_Value(_plain(names), shape, jax.numpy.dtype(item.value.dtype).itemsize))
+    return out
+
+
+def _checked_candidate(prog: _Program, mapping: Mapping[str, MeshAxes], mesh: Mesh, what: str,
+                       values: Sequence[_Value]) -> dict:
+    """``mapping`` without None entries, after checking it names only the program's axes and
+    places ``values`` strictly (sizes divide, no mesh axis twice)."""
+    m = {k: v for k, v in (normalize_mapping(mapping) or {}).items() if v is not None}
+    unknown = sorted(set(m) - set(prog.sizes))
+    if unknown:
+        raise ValueError(f"plan: {what} {m!r} maps {unknown}, which the program does not have "
+                         f"(its names: {sorted(prog.sizes)})")
+    for v in values:
+        try:
+            pspec_for(v.names, v.sizes, m, mesh, strict=True, what="input or output")
+        except ShardingError as e:
+            raise ShardingError(f"plan: {what} {m!r} on mesh {dict(zip(mesh.axis_names, mesh.axis_sizes))}: {e}") from e
+    return m
 
 
 # --- enumeration -----------------------------------------------------------------------------
@@ -402,7 +505,85 @@ def _enumerate(prog: _Program, mesh_shape: Mapping[str, int], model: CostModel, 
                         add(found)
             grown.sort(key=lambda f: key(f[0]))
             states = [c.mapping for c, _ in grown[:beam]]
-    return sorted(seen.values(), key=key)
+    return _parsimonious(sorted(seen.values(), key=key))
+
+
+PARSIMONY = 0.01
+"""A candidate is dropped when one of its sub-mappings (fewer entries, the same targets)
+is estimated within this fraction of it: the extra entries buy nothing measurable."""
+
+
+def _parsimonious(cands: list) -> list:
+    """``cands`` (in order) without those a sub-mapping of theirs estimates within ``PARSIMONY``.
+
+    >>> a, b = Candidate({"batch": "data"}, estimate=1.0), Candidate({"batch": "data", "pos": "model"}, estimate=0.995)
+    >>> [c.mapping for c in _parsimonious([b, a])]
+    [{'batch': 'data'}]
+    """
+    by_items = {frozenset(c.mapping.items()): c for c in cands}
+    out = []
+    for c in cands:
+        items = list(c.mapping.items())
+        redundant = False
+        for r in range(len(items)):
+            for sub in itertools.combinations(items, r):
+                d = by_items.get(frozenset(sub))
+                if d is not None and d.estimate <= c.estimate * (1 + PARSIMONY) and \
+                        d.estimated_memory <= c.estimated_memory * (1 + PARSIMONY):
+                    redundant = True
+                    break
+            if redundant:
+                break
+        if not redundant:
+            out.append(c)
+    return out
+
+
+def _parameter_variant(prog: _Program, cand: Candidate, mesh_shape: Mapping[str, int],
+                       model: CostModel) -> Optional[Candidate]:
+    """The FSDP-style twin of ``cand``: the parameters also split, along their heaviest
+    name the mapping leaves alone, over every mesh axis (size > 1) that the mapping
+    leaves them replicated on. None if there is no such axis or name (or no parameters).
+
+    Its estimate adds an all-gather of each parameter where it is used and a
+    reduce-scatter of its gradient (the per-device bytes saved, twice); its memory drops by
+    the parameter bytes saved per device."""
+    if not prog.parameters:
+        return None
+    used: set = set()
+    for v in prog.parameters:
+        for t in _spec(v, cand.mapping, mesh_shape)[1]:
+            if t is not None:
+                used.update((t,) if isinstance(t, str) else t)
+    free = [a for a, k in mesh_shape.items() if k > 1 and a not in used]
+    if not free:
+        return None
+    k = math.prod(mesh_shape[a] for a in free)
+    weight: dict[str, list] = {}
+    for v in prog.parameters:
+        for n, size in zip(v.names, v.sizes):
+            if n is not None and n not in cand.mapping:
+                entry = weight.setdefault(n, [0, True])
+                entry[0] += v.nbytes
+                entry[1] = entry[1] and size % k == 0
+    options = sorted((w, n) for n, (w, divides) in weight.items() if divides)
+    if not options:
+        return None
+    params = {**cand.mapping, options[-1][1]: free[0] if len(free) == 1 else tuple(free)}
+    if any(_clashes(v, params) for v in prog.parameters):
+        return None
+    saved = sum(v.nbytes // _spec(v, cand.mapping, mesh_shape)[0] - v.nbytes // _spec(v, params, mesh_shape)[0]
+                for v in prog.parameters)
+    return Candidate(dict(cand.mapping), params, estimate=cand.estimate + model.seconds(0, 0, 2 * saved),
+                     estimated_memory=max(cand.estimated_memory - saved, 0))
+
+
+def _with_parameter_variants(prog: _Program, cands: list, mesh_shape: Mapping[str, int], model: CostModel,
+                             budget: Optional[int], count: int) -> list:
+    """``cands`` and the FSDP-style twins of its first ``count``, best estimate first."""
+    twins = [t for t in (_parameter_variant(prog, c, mesh_shape, model) for c in cands[:count]) if t is not None]
+    return sorted(cands + twins, key=lambda c: (budget is not None and c.estimated_memory > budget, c.estimate,
+                                                len(c.mapping) + len(c.parameter_mapping or {})))
 
 
 # --- compiling one candidate -------------------------------------------------------------------
@@ -462,10 +643,28 @@ def compile_mapping(fn: Callable, *args: Any, mapping: Mapping[str, MeshAxes], m
     return jitted.lower(*placed).compile()
 
 
+def candidate_options(cand: Candidate, parameters: Optional[int]) -> dict:
+    """The :func:`namax.namedjit` options that compile ``cand``: ``axis_resources``, and for an
+    FSDP-style candidate ``in_axis_resources={parameters: ...}`` and ``out_axis_resources``.
+
+    >>> candidate_options(Candidate({"batch": "data"}, {"batch": "data", "embed": "data"}), 0)
+    {'axis_resources': {'batch': 'data'}, 'in_axis_resources': {0: {'batch': 'data', 'embed': 'data'}}, 'out_axis_resources': {'batch': 'data', 'embed': 'data'}}
+    """
+    options: dict = {"axis_resources": dict(cand.mapping)}
+    if cand.parameter_mapping is not None:
+        if parameters is None:
+            raise ValueError(f"plan: candidate {cand.text} has a parameter mapping but parameters=None")
+        options["in_axis_resources"] = {parameters: dict(cand.parameter_mapping)}
+        options["out_axis_resources"] = dict(cand.parameter_mapping)
+    return options
+
+
 def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: Any, model: CostModel,
-             budget: Optional[int], namedjit_kwargs: dict, keep: bool) -> None:
+             budget: Optional[int], namedjit_kwargs: dict, keep: bool, parameters: Optional[int]) -> None:
+    options = candidate_options(cand, parameters)
     try:
-        compiled = compile_mapping(fn, *args, mapping=cand.mapping, mesh=mesh, in_axes=in_axes, **namedjit_kwargs)
+        compiled = compile_mapping(fn, *args, mapping=options.pop("axis_resources"), mesh=mesh, in_axes=in_axes,
+                                   **options, **namedjit_kwargs)
     except (ShardingError, jax.errors.JaxRuntimeError) as e:
         cand.error = f"{type(e).__name__}: {e}"
         cand.fits_budget = False
@@ -479,12 +678,14 @@ def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: An
     cost = cost or {}
     cand.flops = float(cost.get("flops", 0.0))
     cand.bytes_accessed = float(cost.get("bytes accessed", 0.0))
-    cand.collectives = collective_bytes(compiled.as_text())
+    hlo = compiled.as_text()
+    cand.collectives = collective_bytes(hlo)
+    cand.collective_ops = sum(n for n, _ in _collectives(hlo).values())
     mem = compiled.memory_analysis()
     if mem is not None:
         cand.memory_per_device = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
     cand.fits_budget = budget is None or (cand.memory_per_device is not None and cand.memory_per_device <= budget)
-    cand.predicted_cost = model.seconds(cand.flops, cand.bytes_accessed, cand.collective_total)
+    cand.predicted_cost = model.seconds(cand.flops, cand.bytes_accessed, cand.collective_total, cand.collective_ops)
 
 
 # --- plan --------------------------------------------------------------------------------------
@@ -521,14 +722,19 @@ def _mesh_key(mesh: Mesh) -> tuple:
 def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = None,
          in_axes: Optional[Sequence[Any]] = None, candidates: Optional[Sequence[Mapping[str, MeshAxes]]] = None,
          max_compiles: int = 16, cost_model: Optional[CostModel] = None, max_enumerate: int = 20000,
-         keep_compiled: bool = False, **namedjit_kwargs: Any) -> Plan:
+         keep_compiled: bool = False, parameters: Optional[int] = None, **namedjit_kwargs: Any) -> Plan:
     """The cheapest axis mapping of ``fn(*args)`` on ``mesh`` within ``memory_budget`` bytes
     per device, with a table of the candidates (a :class:`Plan`).
 
     Candidates are enumerated from the program's names (or taken from ``candidates``),
     ranked by a cheap estimate, and the best ``max_compiles`` compiled and ranked by
     ``cost_model`` (:class:`CostModel`) on XLA's own numbers; see :mod:`namax.plan`. Past
-    ``max_enumerate`` combinations the enumeration is a beam search, name by name. Plans are
+    ``max_enumerate`` combinations the enumeration is a beam search, name by name.
+    ``parameters`` is the position of the parameters argument (e.g. 0 for ``step(params,
+    batch)``; None, the default: no FSDP-style candidates): each of the
+    best ``4 * max_compiles`` mappings by estimate also gets an FSDP-style twin (see :class:`Candidate`)
+    whose parameters are split over the mesh axes the mapping leaves them replicated on;
+    ``candidates`` entries may be ``(mapping, parameter_mapping)`` pairs. Plans are
     cached by program (its jaxpr and names) and mesh: the same call again returns the same
     Plan. ``in_axes`` names plain array arguments; ``keep_compiled=True`` keeps each compiled
     program on its :class:`Candidate` (``executable``); other keywords go to
@@ -561,11 +767,15 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     model = cost_model or CostModel()
     mesh_shape = dict(zip(mesh.axis_names, mesh.axis_sizes))
 
+    if parameters is not None and not 0 <= parameters < len(args):
+        raise ValueError(f"plan: parameters={parameters!r} is not the position of one of the {len(args)} arguments")
     result = infer_names(fn, *args, in_axes=in_axes)
     prog = _Program(result)
+    if parameters is not None:
+        prog.parameters = _argument_values(args, in_axes, parameters)
     key = (str(result.closed_jaxpr), _freeze(result.in_names), _freeze(result.out_names), _mesh_key(mesh),
            memory_budget, _freeze(candidates), max_compiles, model, max_enumerate, keep_compiled,
-           fn if keep_compiled else None, _freeze(namedjit_kwargs))  # executables hold fn's constants
+           fn if keep_compiled else None, _freeze(namedjit_kwargs), parameters)  # executables hold fn's constants
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -573,43 +783,46 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
 
     if candidates is not None:
         cands = []
-        for i, m in enumerate(candidates):
-            m = {k: v for k, v in (normalize_mapping(m) or {}).items() if v is not None}
-            unknown = sorted(set(m) - set(prog.sizes))
-            if unknown:
-                raise ValueError(f"plan: candidate {i} {m!r} maps {unknown}, which the program does not have "
-                                 f"(its names: {sorted(prog.sizes)})")
-            for v in prog.boundary:
-                try:
-                    pspec_for(v.names, v.sizes, m, mesh, strict=True, what="input or output")
-                except ShardingError as e:
-                    raise ShardingError(f"plan: candidate {i} {m!r} on mesh {mesh_shape}: {e}") from e
+        for i, entry in enumerate(candidates):
+            m, pm = entry if isinstance(entry, tuple) else (entry, None)
+            m = _checked_candidate(prog, m, mesh, f"candidate {i}", prog.boundary)
+            if pm is not None:
+                if parameters is None:
+                    raise ValueError(f"plan: candidate {i} has a parameter mapping but parameters=None")
+                pm = _checked_candidate(prog, pm, mesh, f"candidate {i}'s parameter mapping", prog.parameters)
             est, mem, _ = _estimate(prog, m, mesh_shape, model)
-            cands.append(Candidate(m, estimate=est, estimated_memory=mem))
+            cand = Candidate(m, estimate=est, estimated_memory=mem)
+            if pm is not None:
+                twin = _parameter_variant(prog, cand, mesh_shape, model)  # for its estimate
+                cand = Candidate(m, pm, estimate=twin.estimate if twin else est,
+                                 estimated_memory=twin.estimated_memory if twin else mem)
+            cands.append(cand)
     else:
         cands = _enumerate(prog, mesh_shape, model, memory_budget, max_enumerate, beam=max(4 * max_compiles, 32))
+        cands = _with_parameter_variants(prog, cands, mesh_shape, model, memory_budget, 4 * max_compiles)
     chosen, pruned = cands[:max_compiles], cands[max_compiles:]
     # Compiled on the mesh's Auto twin (same devices, names and sizes): names decide every
     # sharding either way, and on an Explicit mesh namedjit currently all-gathers inputs that
     # arrive already sharded, which would charge every mapping for its own input placement.
     compile_mesh = auto_twin(mesh)
     for c in chosen:
-        _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled)
+        _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled,
+                 parameters)
     table = sorted(chosen, key=lambda c: (c.error is not None, not c.fits_budget,
                                           c.predicted_cost if c.predicted_cost is not None else math.inf,
                                           c.memory_per_device or 0))
     names = {n: max(s) for n, s in prog.sizes.items()}
     best = table[0]
     out = Plan(dict(best.mapping), best, table, pruned, names, mesh_shape, memory_budget, model,
-               time.perf_counter() - start)
+               time.perf_counter() - start, parameters)
     if best.error is not None:
         raise PlanError(f"plan: every one of the {len(table)} compiled candidates failed on mesh {mesh_shape}; "
-                        f"the best by estimate ({mapping_text(best.mapping)}): {best.error}", out)
+                        f"the best by estimate ({best.text}): {best.error}", out)
     if not best.fits_budget:
         smallest = min((c for c in table if c.memory_per_device is not None),
                        key=lambda c: c.memory_per_device, default=None)
         need = "none compiled" if smallest is None else \
-            f"the smallest needs {human(smallest.memory_per_device)} ({mapping_text(smallest.mapping)})"
+            f"the smallest needs {human(smallest.memory_per_device)} ({smallest.text})"
         raise PlanError(f"plan: no candidate fits memory_budget={memory_budget} bytes per device on mesh "
                         f"{mesh_shape} among {len(table)} compiled: {need}", out)
     _CACHE[key] = out
@@ -618,5 +831,5 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     return out
 
 
-__all__ = ["plan", "Plan", "Candidate", "CostModel", "PlanError", "collective_bytes", "compile_mapping", "place_inputs",
-           "mapping_text", "clear_cache"]
+__all__ = ["plan", "Plan", "Candidate", "CostModel", "PlanError", "candidate_options", "collective_bytes",
+           "compile_mapping", "place_inputs", "mapping_text", "clear_cache"]

@@ -16,8 +16,13 @@ The target ``NAME`` (looked up in a Python file or an importable module) is eith
   array whose names go to ``in_axes`` (for functions written in plain ``jax.numpy``).
 
 Stages (``--stage``, comma-separated, or ``all``; ``summary`` prints only the summary):
-jaxpr, implicit, names, sharding, stablehlo, hlo. A summary (names, implicit rewrites,
-collectives, memory, cost, largest intermediates) ends every dump. A bad target, bad
+jaxpr, implicit, names, sharding, stablehlo, hlo, costs. ``costs`` is the cost report by
+axis name (:mod:`namax.tools.costs`): every collective of the compiled HLO with the axis
+names it moves, its bytes per device, its mesh axes and the user's source line of the op
+that caused it ("why is this all-gather here"), then memory per device by axis name (which
+names dominate the largest buffers). A summary (names, implicit rewrites, collectives with
+the names they move and their source lines, memory and memory by name, cost, largest
+intermediates) ends every dump. A bad target, bad
 option or failing stage -- or a target that raises ``SystemExit`` or is interrupted --
 prints one line ``dump-hlo: ...`` on stderr and exits with status 2 (``--traceback`` shows
 the full traceback too). ``--devices`` is at most 4096.
@@ -59,12 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dump-hlo", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Show what namax does to a program: traced jaxpr, implicit-array rewrite, names, "
-                    "sharding, annotated StableHLO, optimized HLO, and a summary.",
+                    "sharding, annotated StableHLO, optimized HLO, the cost report by axis name, and a summary.",
         epilog="The target" + doc + "\nexample:\n  dump-hlo examples/dump_targets.py:make_mlp --devices 8 "
                "--mesh data=4,model=2 --axis-resources batch=data,mlp=model --stage all --diff --out dumps/")
     parser.add_argument("target", help="FILE.py:NAME or package.module:NAME (see below)")
     parser.add_argument("--stage", default="all",
-                        help="jaxpr, implicit, names, sharding, stablehlo, hlo, all or summary; "
+                        help="jaxpr, implicit, names, sharding, stablehlo, hlo, costs, all or summary; "
                              "comma-separated for several (default: all)")
     parser.add_argument("--mesh", help="mesh axis sizes, e.g. data=4,model=2")
     parser.add_argument("--axis-resources", help="axis name to mesh axis, e.g. batch=data,head=model "

@@ -4,7 +4,8 @@ A :class:`Program` holds the function, its arguments and the partitioning, and c
 each intermediate (traced jaxpr, implicit rewrite, names, namedjit lowering, compiled
 executable) once, on first use. Each stage builder in :data:`BUILDERS` turns a Program
 into a :class:`Stage`: a title, the text to read and, when the stage transforms the
-program, the text it is compared against for ``--diff``.
+program, the text it is compared against for ``--diff``. The last stage, ``costs``, reads
+the compiled program back by axis name (:mod:`namax.tools.costs`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class Stage:
     before_label: str = ""
     after: Optional[str] = None
     """The program text the diff compares (default: ``text``)."""
+    report: Any = None
+    """The stage's structured result, when it has one (``costs``: the :class:`~namax.tools.costs.CostReport`)."""
 
     @property
     def number(self) -> int:
@@ -253,6 +256,20 @@ class Program:
             return self.lowered[0].compile()
         except Exception as e:  # noqa: BLE001
             raise StageError("hlo", "XLA compilation", e) from e
+
+    # -- stage 7: the cost report ----------------------------------------------------------
+    @functools.cached_property
+    def costs(self):
+        """The :class:`~namax.tools.costs.CostReport` of the compiled program (collectives and memory by name)."""
+        from .costs import cost_report
+
+        _ = self.compiled  # a compile failure stays the hlo stage's error
+        try:
+            return cost_report(self)
+        except StageError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise StageError("costs", "the cost report", e) from e
 
 
 @contextlib.contextmanager
@@ -444,8 +461,25 @@ def build_hlo(p: Program) -> Stage:
                  before=before, before_label="HLO before XLA's optimizations")
 
 
+def build_costs(p: Program) -> Stage:
+    """Stage 7: the cost report by axis name (:mod:`namax.tools.costs`): every collective of
+    the compiled HLO with the names it moves, its bytes and the user's source line, and
+    memory per device by name. ``stage.report`` is the :class:`~namax.tools.costs.CostReport`.
+
+    >>> import namax as nx
+    >>> s = build_costs(Program(lambda x: nx.sin(x), (nx.ones(nx.make_axes(batch=4, embed=2)),)))
+    >>> s.report.collectives, s.text.splitlines()[0]
+    ([], 'collectives: none')
+    """
+    report = p.costs
+    notes = ["bytes per device; a collective's names come from the equations of its op (metadata op_name and "
+             "source line), '~' from the mapping alone, '?' unknown"]
+    return Stage("costs", "cost report by axis name: collectives (names moved, source line) and memory per device",
+                 str(report), notes=notes, report=report)
+
+
 BUILDERS: dict[str, Callable[[Program], Stage]] = {
     "jaxpr": build_jaxpr, "implicit": build_implicit, "names": build_names,
-    "sharding": build_sharding, "stablehlo": build_stablehlo, "hlo": build_hlo,
+    "sharding": build_sharding, "stablehlo": build_stablehlo, "hlo": build_hlo, "costs": build_costs,
 }
 """Stage key -> builder, in pipeline order; a new pass adds its builder here."""

@@ -1,4 +1,9 @@
-"""The summary printed at the end of every dump: names, implicit arrays, collectives, memory, cost."""
+"""The summary printed at the end of every dump: names, implicit arrays, collectives, memory, cost.
+
+With the compiled program it also carries the cost report by axis name
+(:mod:`namax.tools.costs`): each collective with the names it moves, its bytes and the
+user's source line, and the names that dominate memory per device.
+"""
 
 from __future__ import annotations
 
@@ -120,6 +125,9 @@ class Summary:
     bytes_accessed: Optional[float] = None
     largest: list = dataclasses.field(default_factory=list)
     devices: int = 1
+    costs: Any = None
+    """The :class:`~namax.tools.costs.CostReport` (collectives and memory by axis name), if made."""
+    costs_error: Optional[str] = None
 
     def __str__(self) -> str:
         lines = [f"names: {self.values} values; {self.fully_named} fully named, {self.partly_named} partly named, "
@@ -137,10 +145,20 @@ class Summary:
                 f"{k} x{c} {b} B" for k, (c, b) in sorted(self.collectives.items())) + ")")
         else:
             lines.append("collectives: none")
+        if self.costs is not None and self.costs.collectives:
+            lines.append("  by name moved: " + ", ".join(f"{n} {human(b)}" for n, b in self.costs.bytes_by_name.items()))
+            lines += ["  " + str(c) for c in self.costs.collectives]
+            if any(c.basis == "mesh" for c in self.costs.collectives):
+                lines.append("  (~: names from the mapping alone; see namax.tools.costs)")
+        if self.costs_error:
+            lines.append(f"cost report by name: {self.costs_error}")
         if self.argument_bytes is not None:
             lines.append(f"memory per device: argument {self.argument_bytes} B, output {self.output_bytes} B, "
                          f"temp {self.temp_bytes} B ({human(self.argument_bytes)} + {human(self.output_bytes)} + "
                          f"{human(self.temp_bytes)}; {self.devices} device(s))")
+        if self.costs is not None and self.costs.memory_by_name:
+            lines.append("memory per device by axis name: " + ", ".join(
+                f"{m.name} {human(m.nbytes)}" for m in self.costs.memory_by_name[:6]))
         if self.flops is not None:
             lines.append(f"cost: {self.flops:.0f} FLOPs, {self.bytes_accessed:.0f} bytes accessed")
         if self.largest:
@@ -194,6 +212,10 @@ def summarize(p: Program, top: int = 5) -> Summary:
 
     compiled = p.compiled
     s.collectives = collectives(compiled.as_text())
+    try:
+        s.costs = p.costs
+    except Exception as e:  # noqa: BLE001 -- the rest of the summary still holds
+        s.costs_error = f"failed: {e}"
     s.devices = p.mesh.devices.size if p.mesh is not None else 1
     mem = compiled.memory_analysis()
     if mem is not None:
