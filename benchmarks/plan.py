@@ -227,7 +227,9 @@ def main(argv=None) -> dict:
     rho = spearman([c.predicted_cost for c in runnable], times)
     by_label = {labels[key(c)]: t for c, t in zip(runnable, times)}
     pick_time = next(t for c, t in zip(runnable, times) if "plan" in labels[key(c)].split("="))
-    hand_times = {name: t for lab, t in by_label.items() for name in lab.split("=") if name in hand}
+    memory = {name: c.memory_per_device for c in runnable for name in labels[key(c)].split("=") if name in hand}
+    hand_times = {name: t for lab, t in by_label.items() for name in lab.split("=")
+                  if name in hand and (budget is None or memory[name] <= budget)}  # under a budget: those in it
     best_hand = min(hand_times, key=hand_times.get)
 
     print(f"{args.program} ({args.size}) train step on mesh {mesh_shape}; planned in {planning:.1f} s "
@@ -243,7 +245,8 @@ def main(argv=None) -> dict:
               f"{c.collective_ops} ops, {c.collective_total / 2 ** 20:.2f} MiB |")
     ratio = pick_time / hand_times[best_hand]
     fits = budget is None or plan.best.memory_per_device <= budget
-    print(f"\nplan's pick / best hand-written ({best_hand}): {ratio:.3f}; Spearman(predicted, measured) = {rho:.2f} "
+    within = "" if budget is None else " within the budget"
+    print(f"\nplan's pick / best hand-written{within} ({best_hand}): {ratio:.3f}; Spearman(predicted, measured) = {rho:.2f} "
           f"over {len(runnable)} mappings; pick fits the budget: {fits}")
     return {"spearman": rho, "rows": [(c, t) for c, t in zip(runnable, times)], "ratio": ratio, "times": times, "plan": plan, "planning_seconds": planning,
             "best_hand": best_hand, "fits": fits, "budget": budget, "count": len(runnable)}

@@ -586,6 +586,33 @@ def _with_parameter_variants(prog: _Program, cands: list, mesh_shape: Mapping[st
                                                 len(c.mapping) + len(c.parameter_mapping or {})))
 
 
+def _candidate_key(c: Candidate) -> tuple:
+    return (frozenset(c.mapping.items()),
+            None if c.parameter_mapping is None else frozenset(c.parameter_mapping.items()))
+
+
+def _neighbours(prog: _Program, cand: Candidate, mesh_shape: Mapping[str, int], model: CostModel) -> list:
+    """Simpler mappings next to ``cand``, best estimate first: without its parameter mapping,
+    or without one of its entries (an FSDP-style twin keeps its parameter split)."""
+    out = []
+    if cand.parameter_mapping is not None:
+        est, mem, _ = _estimate(prog, cand.mapping, mesh_shape, model)
+        out.append(Candidate(dict(cand.mapping), estimate=est, estimated_memory=mem))
+    for name in cand.mapping:
+        m = {k: v for k, v in cand.mapping.items() if k != name}
+        est, mem, _ = _estimate(prog, m, mesh_shape, model)
+        base = Candidate(m, estimate=est, estimated_memory=mem)
+        if cand.parameter_mapping is None:
+            out.append(base)
+            continue
+        pm = {k: v for k, v in cand.parameter_mapping.items() if k != name or cand.mapping.get(k) != v}
+        if not any(_clashes(v, pm) for v in prog.parameters):
+            twin = _parameter_variant(prog, base, mesh_shape, model)
+            out.append(Candidate(m, pm, estimate=twin.estimate if twin else est,
+                                 estimated_memory=twin.estimated_memory if twin else mem))
+    return sorted(out, key=lambda c: c.estimate)
+
+
 # --- compiling one candidate -------------------------------------------------------------------
 
 
@@ -722,7 +749,8 @@ def _mesh_key(mesh: Mesh) -> tuple:
 def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = None,
          in_axes: Optional[Sequence[Any]] = None, candidates: Optional[Sequence[Mapping[str, MeshAxes]]] = None,
          max_compiles: int = 16, cost_model: Optional[CostModel] = None, max_enumerate: int = 20000,
-         keep_compiled: bool = False, parameters: Optional[int] = None, **namedjit_kwargs: Any) -> Plan:
+         keep_compiled: bool = False, parameters: Optional[int] = None, refine: Optional[int] = None,
+         **namedjit_kwargs: Any) -> Plan:
     """The cheapest axis mapping of ``fn(*args)`` on ``mesh`` within ``memory_budget`` bytes
     per device, with a table of the candidates (a :class:`Plan`).
 
@@ -734,7 +762,13 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     batch)``; None, the default: no FSDP-style candidates): each of the
     best ``4 * max_compiles`` mappings by estimate also gets an FSDP-style twin (see :class:`Candidate`)
     whose parameters are split over the mesh axes the mapping leaves them replicated on;
-    ``candidates`` entries may be ``(mapping, parameter_mapping)`` pairs. Plans are
+    ``candidates`` entries may be ``(mapping, parameter_mapping)`` pairs. Then up to
+    ``refine`` more (default ``max(2, max_compiles // 4)``; 0 with ``candidates``) are
+    compiled around the compiled best: it without one of its entries, or without its
+    parameter split, while that finds a better one (the estimate can misjudge a detail,
+    such as a small weight whose split costs more collectives than it saves); when no
+    compiled candidate fits ``memory_budget``, its FSDP-style twin and the pruned
+    candidates of the smallest estimated memory instead. Plans are
     cached by program (its jaxpr and names) and mesh: the same call again returns the same
     Plan. ``in_axes`` names plain array arguments; ``keep_compiled=True`` keeps each compiled
     program on its :class:`Candidate` (``executable``); other keywords go to
@@ -775,7 +809,7 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
         prog.parameters = _argument_values(args, in_axes, parameters)
     key = (str(result.closed_jaxpr), _freeze(result.in_names), _freeze(result.out_names), _mesh_key(mesh),
            memory_budget, _freeze(candidates), max_compiles, model, max_enumerate, keep_compiled,
-           fn if keep_compiled else None, _freeze(namedjit_kwargs), parameters)  # executables hold fn's constants
+           fn if keep_compiled else None, _freeze(namedjit_kwargs), parameters, refine)  # executables hold fn's constants
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -805,12 +839,36 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     # sharding either way, and on an Explicit mesh namedjit currently all-gathers inputs that
     # arrive already sharded, which would charge every mapping for its own input placement.
     compile_mesh = auto_twin(mesh)
+
+    def rank(c: Candidate) -> tuple:
+        return (c.error is not None, not c.fits_budget, c.predicted_cost if c.predicted_cost is not None else math.inf,
+                c.memory_per_device or 0)
+
     for c in chosen:
         _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled,
                  parameters)
-    table = sorted(chosen, key=lambda c: (c.error is not None, not c.fits_budget,
-                                          c.predicted_cost if c.predicted_cost is not None else math.inf,
-                                          c.memory_per_device or 0))
+    extra = (max(2, max_compiles // 4) if candidates is None else 0) if refine is None else refine
+    while extra > 0:  # the estimate can misjudge a detail: try the compiled best's simpler neighbours
+        best = min(chosen, key=rank)
+        done = {_candidate_key(c) for c in chosen}
+        if best.fits_budget or best.error is not None:
+            near = _neighbours(prog, best, mesh_shape, model)
+        else:  # nothing compiled fits: the parameters split, then the smallest estimates
+            twin = _parameter_variant(prog, best, mesh_shape, model) if best.parameter_mapping is None else None
+            near = [twin] if twin is not None else []
+            near += sorted(pruned, key=lambda c: (c.estimated_memory, c.estimate))
+        fresh = [c for c in near if _candidate_key(c) not in done][:extra]
+        if not fresh:
+            break
+        for c in fresh:
+            _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled,
+                     parameters)
+        chosen += fresh
+        pruned = [c for c in pruned if _candidate_key(c) not in {_candidate_key(f) for f in fresh}]
+        extra -= len(fresh)
+        if min(chosen, key=rank) is best:
+            break
+    table = sorted(chosen, key=rank)
     names = {n: max(s) for n, s in prog.sizes.items()}
     best = table[0]
     out = Plan(dict(best.mapping), best, table, pruned, names, mesh_shape, memory_budget, model,

@@ -36,7 +36,7 @@ def test_plan_returns_only_valid_mappings(mesh2):
     x, w = operands(batch=48, embed=6, mlp=8)  # embed 6: divides 2 (model) only; batch 48: all; mlp 8: all
     p = nx.plan(f, x, w, mesh=mesh2, max_compiles=4)
     sizes = {"data": 4, "model": 2}
-    assert isinstance(p, Plan) and len(p.table) == 4 and p.pruned
+    assert isinstance(p, Plan) and 4 <= len(p.table) <= 4 + 2 and p.pruned  # + refine (max(2, 4 // 4))
     arrays = [(("batch", "embed"), (48, 6)), (("embed", "mlp"), (6, 8)), (("batch", "mlp"), (48, 8))]
     for c in p.table + p.pruned:
         for name, target in c.mapping.items():
@@ -285,3 +285,18 @@ def test_near_duplicate_mappings_are_compiled_once(mesh2):
                 ca = next(c for c in p.table if frozenset(c.mapping.items()) == a)
                 cb = next(c for c in p.table if frozenset(c.mapping.items()) == b)
                 assert cb.estimate < ca.estimate * (1 - 0.01) or cb.estimated_memory < ca.estimated_memory * 0.99
+
+
+def test_refine_compiles_the_first_rounds_best_without_one_entry(mesh2):
+    x, w = operands(batch=64, embed=32, mlp=16)
+    one = nx.plan(f, x, w, mesh=mesh2, max_compiles=1, refine=0)
+    assert len(one.table) == 1
+    first = one.table[0]
+    refined = nx.plan(f, x, w, mesh=mesh2, max_compiles=1, refine=3)
+    assert refined.table[0].predicted_cost <= first.predicted_cost
+    extra = [c for c in refined.table if c.mapping != first.mapping]
+    assert 0 < len(extra) <= 3 and all(c.compiled for c in extra)
+    assert not {frozenset(c.mapping.items()) for c in extra} & {frozenset(c.mapping.items()) for c in refined.pruned}
+    for c in extra:  # each a neighbour of a compiled best: one entry fewer
+        assert any(set(c.mapping.items()) < set(b.mapping.items()) and len(b.mapping) == len(c.mapping) + 1
+                   for b in refined.table)

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..tag import named_axes_p
 from .stages import Program, format_type
-from .summary import COLLECTIVE, _SHAPE, human, shape_bytes
+from .summary import _SHAPE, collective_op, human, shape_bytes
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 """The collective kinds (as :data:`namax.plan.KINDS`)."""
@@ -206,10 +206,7 @@ def device_groups(text: str) -> Optional[list[tuple[int, ...]]]:
         return [tuple(int(x) for x in g.split(",") if x.strip()) for g in groups] or None
     m = re.fullmatch(r"\[(\d+),(\d+)\]<=\[([0-9,]+)\](?:T\(([0-9,]+)\))?", text)
     if m:
-        dims = [int(x) for x in m.group(3).split(",")]
-        ids = np.arange(math.prod(dims)).reshape(dims)
-        if m.group(4):
-            ids = ids.transpose([int(x) for x in m.group(4).split(",")])
+        ids = _iota(m.group(3), m.group(4))
         return [tuple(int(x) for x in row) for row in ids.reshape(int(m.group(1)), int(m.group(2)))]
     m = re.fullmatch(r"mesh\[([^\]]*)\](?:,\s*device_ids=\(((?:[^()]|\([^()]*\))*)\))?\s*\{([^}]*)\}", text)
     if m:
@@ -232,16 +229,19 @@ def device_groups(text: str) -> Optional[list[tuple[int, ...]]]:
     return None
 
 
+def _iota(dims: str, transpose: Optional[str]) -> np.ndarray:
+    """HLO's iota device list: ``arange`` shaped ``dims`` (``"4,2"``), transposed by ``transpose`` if given."""
+    shape = [int(x) for x in dims.split(",")]
+    ids = np.arange(math.prod(shape)).reshape(shape)
+    return ids.transpose([int(x) for x in transpose.split(",")]) if transpose else ids
+
+
 def _device_ids(text: str, n: int) -> Optional[np.ndarray]:
     """A mesh's ``device_ids=(...)``: iota ``[4,2]T(1,0)`` or a list ``0,2,1,3`` -> the ids in order."""
     text = text.strip()
     m = re.fullmatch(r"\[([0-9,]+)\](?:T\(([0-9,]+)\))?", text)
     if m:
-        dims = [int(x) for x in m.group(1).split(",")]
-        ids = np.arange(math.prod(dims)).reshape(dims)
-        if m.group(2):
-            ids = ids.transpose([int(x) for x in m.group(2).split(",")])
-        ids = ids.reshape(-1)
+        ids = _iota(m.group(1), m.group(2)).reshape(-1)
     elif re.fullmatch(r"[0-9,\s]+", text):
         ids = np.array([int(x) for x in text.split(",") if x.strip()])
     else:
@@ -320,14 +320,12 @@ def read_collectives(hlo_text: str) -> list[HloCollective]:
     """
     out = []
     for line in hlo_text.splitlines():
-        m = COLLECTIVE.search(line)
-        if m is None:
+        op = collective_op(line)
+        if op is None:
             continue
-        result = line[:m.start()]
-        result = result.split("=", 1)[1] if "=" in result else result
+        m, result, nbytes = op
         found = _SHAPE.findall(result)
         sizes = [shape_bytes(t, d) for t, d in found]
-        nbytes = (max(sizes) if m.group(2) else sum(sizes)) if sizes else 0
         shapes = [(t, tuple(int(x) for x in d.split(",") if x)) for t, d in found]
         if m.group(2) and shapes:  # an async tuple holds operand and result: keep the largest
             shapes = [shapes[sizes.index(max(sizes))]]
@@ -505,6 +503,19 @@ def _eqn_location(eqn: Any) -> Optional[Location]:
     return user_location(frames)
 
 
+def op_primitive(op_name: str) -> str:
+    """The primitive at the end of an HLO ``op_name`` (a name stack may leave it a closing
+    parenthesis of a transform such as ``transpose(jvp(...))``).
+
+    >>> op_primitive("jit(f)/transpose(jvp(loss))/dot_general)"), op_primitive("jit(f)/tanh"), op_primitive("")
+    ('dot_general', 'tanh', '')
+    """
+    last = op_name.rsplit("/", 1)[-1] if op_name else ""
+    while last.endswith(")") and last.count(")") > last.count("("):
+        last = last[:-1]
+    return last
+
+
 def _axes(target: Any) -> tuple:
     if target is None:
         return ()
@@ -533,7 +544,7 @@ class _Attributor:
         return bool(mine) and (axes is None or bool(set(mine) & set(axes)))
 
     def eqns_of(self, c: HloCollective, source: Optional[Location]) -> list[_Eqn]:
-        primitive = c.op_name.rsplit("/", 1)[-1] if c.op_name else ""
+        primitive = op_primitive(c.op_name)
         if not primitive or source is None:
             return []
         found = self.by_key.get((primitive, source.file, source.line), [])
@@ -700,7 +711,7 @@ def cost_report(p: Program, top: int = 8) -> CostReport:
         dtype, dims = c.shapes[0] if c.shapes else ("?", ())
         report.collectives.append(CollectiveCost(
             kind=c.kind, nbytes=c.nbytes, type=f"{dtype}[{','.join(map(str, dims))}]", mesh_axes=axes,
-            names=names, basis=basis, source=source, primitive=c.op_name.rsplit("/", 1)[-1] or "?",
+            names=names, basis=basis, source=source, primitive=op_primitive(c.op_name) or "?",
             op_name=c.op_name, arrays=len(c.shapes)))
 
     # memory by name

@@ -45,6 +45,23 @@ def shape_bytes(dtype: str, dims: str) -> int:
     return (n * dtype_bits(dtype) + 7) // 8
 
 
+def collective_op(line: str) -> Optional[tuple[re.Match, str, int]]:
+    """``(match of the op, its result type text, bytes)`` if the HLO line is a collective
+    (group 1 of the match: the kind; group 2: ``-start`` for an async op), else None.
+
+    >>> m, result, nbytes = collective_op("  %ag = f32[8,4]{1,0} all-gather(%p), dimensions={0}")
+    >>> m.group(1), result.strip(), nbytes
+    ('all-gather', 'f32[8,4]{1,0}', 128)
+    """
+    m = COLLECTIVE.search(line)
+    if m is None:
+        return None
+    result = line[:m.start()]
+    result = result.split("=", 1)[1] if "=" in result else result
+    sizes = [shape_bytes(t, d) for t, d in _SHAPE.findall(result)]
+    return m, result, (max(sizes) if m.group(2) else sum(sizes)) if sizes else 0
+
+
 def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
     """``{kind: (count, bytes)}`` of the collectives in compiled HLO text.
 
@@ -56,13 +73,10 @@ def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
     """
     out: dict[str, list[int]] = {}
     for line in hlo_text.splitlines():
-        m = COLLECTIVE.search(line)
-        if m is None:
+        found = collective_op(line)
+        if found is None:
             continue
-        result = line[:m.start()]
-        result = result.split("=", 1)[1] if "=" in result else result
-        sizes = [shape_bytes(t, d) for t, d in _SHAPE.findall(result)]
-        nbytes = (max(sizes) if m.group(2) else sum(sizes)) if sizes else 0
+        m, _, nbytes = found
         entry = out.setdefault(m.group(1), [0, 0])
         entry[0] += 1
         entry[1] += nbytes
