@@ -213,13 +213,13 @@ def _benchmark():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("program,mesh,budget,compiles", [("block", "4,2", True, "12"), ("hf-gpt2", "8,1", False, "6")])
+@pytest.mark.parametrize("program,mesh,budget,compiles", [("block", "4,2", True, "12"), ("hf-gpt2", "8,1", False, "4")])
 def test_benchmark_pick_is_predicted_no_worse_than_every_hand_written_mapping(program, mesh, budget, compiles, capsys):
     """The plan's pick (within a budget replicated parameters cannot meet, for the block) is
     predicted no slower than each hand-written mapping that fits, and fits itself."""
     bench = _benchmark()
     assert bench.spearman([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.6)
-    out = bench.main(["--program", program, "--size", "small", "--mesh", mesh, "--candidates", "8",
+    out = bench.main(["--program", program, "--size", "small", "--mesh", mesh, "--candidates", "7",
                       "--max-compiles", compiles, "--runs", "1", "--steps", "1"] + ["--budget-below-replicated"] * budget)
     assert out["count"] >= 5 and -1.0 <= out["spearman"] <= 1.0 and out["fits"]
     pick = out["plan"].best
