@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 import namax as nx  # noqa: E402
 from namax.partitioning import auto_twin  # noqa: E402
 from namax.plan import Candidate, candidate_options, clear_cache, place_inputs  # noqa: E402
+from _timing import interleaved_medians  # noqa: E402  (benchmarks/, the script's folder)
 
 
 def spearman(a, b) -> float:
@@ -137,25 +138,14 @@ def hand_mappings(mesh_shape: dict, tp: dict) -> dict:
 
 def measure(step, args, in_axes, mesh, cands: list, runs: int, steps: int) -> list:
     """Medians of interleaved runs (seconds per step) of each compiled candidate."""
-    calls = []
-    for c in cands:
+    calls = {}
+    for i, c in enumerate(cands):
         options = candidate_options(c, 0)
         placed = place_inputs(*args, mapping=options["axis_resources"], mesh=mesh, in_axes=in_axes,
                               in_axis_resources=options.get("in_axis_resources"))
-        calls.append(functools.partial(c.executable, *placed))
-    for call in calls:  # warm up
-        jax.block_until_ready(call())
-    samples = [[] for _ in calls]
-    for run in range(runs):
-        order = range(len(calls)) if run % 2 == 0 else reversed(range(len(calls)))
-        for i in order:
-            start = time.perf_counter()
-            out = None
-            for _ in range(steps):
-                out = calls[i]()
-            jax.block_until_ready(out)
-            samples[i].append((time.perf_counter() - start) / steps)
-    return [float(np.median(s)) for s in samples]
+        calls[i] = functools.partial(c.executable, *placed)
+    medians = interleaved_medians(calls, runs=runs, steps=steps, warmup=1)
+    return [medians[i] for i in range(len(cands))]
 
 
 def main(argv=None) -> dict:

@@ -58,6 +58,17 @@ def _mapping_key(k: Any) -> str:
     return k
 
 
+def mesh_axes(target: MeshAxes) -> tuple[str, ...]:
+    """The mesh axes one name maps to, as a tuple: ``()`` for None, ``(a,)`` for one axis.
+
+    >>> mesh_axes(None), mesh_axes("data"), mesh_axes(("data", "model"))
+    ((), ('data',), ('data', 'model'))
+    """
+    if target is None:
+        return ()
+    return (target,) if isinstance(target, str) else tuple(target)
+
+
 def normalize_mapping(mapping: Optional[ResourceMapping]) -> Optional[dict[str, MeshAxes]]:
     """``mapping`` with Axis keys replaced by their names (other non-string keys are an error).
 
@@ -198,7 +209,7 @@ def pspec_for(names: Sequence[Optional[str]], sizes: Sequence[int], mapping: Res
         if target is None:
             entries.append(None)
             continue
-        axes = (target,) if isinstance(target, str) else tuple(target)
+        axes = mesh_axes(target)
         for a in axes:
             if a not in shape:
                 raise ShardingError(
@@ -383,7 +394,7 @@ def pspec_for_axis(axis: AxisSelection, mapping: Optional[ResourceMapping] = Non
     entries = []
     for name in names:
         target = mapping.get(name)
-        for a in () if target is None else (target,) if isinstance(target, str) else target:
+        for a in mesh_axes(target):
             if mesh is not None and a not in mesh.axis_names:
                 raise ShardingError(f"axis {name!r} is mapped to mesh axis {a!r}, but the mesh has axes "
                                     f"{tuple(mesh.axis_names)}")
@@ -417,7 +428,7 @@ def round_axis_for_partitioning(axis: Axis, mapping: Optional[ResourceMapping] =
         return axis
     shape = dict(zip(mesh.axis_names, mesh.axis_sizes))
     n = 1
-    for a in (target,) if isinstance(target, str) else target:
+    for a in mesh_axes(target):
         if a not in shape:
             raise ShardingError(f"axis {axis.name!r} is mapped to mesh axis {a!r}, but the mesh has axes "
                                 f"{tuple(mesh.axis_names)}")
@@ -513,7 +524,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["normalize_mapping", "axis_mapping", "current_axis_mapping", "pspec_for", "sharding_for", "shard", "fsdp",
+__all__ = ["mesh_axes", "normalize_mapping", "axis_mapping", "current_axis_mapping", "pspec_for", "sharding_for", "shard", "fsdp",
            "ShardingError", "ResourceMapping", "PhysicalAxisSpec", "ResourceAxis", "current_thread_local_mapping",
            "physical_axis_name", "pspec_for_axis", "round_axis_for_partitioning", "shard_with_axis_mapping",
            "auto_sharded", "infer_resource_partitions", "named_jit"]

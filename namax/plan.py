@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding
 
-from .partitioning import MeshAxes, ShardingError, auto_twin, normalize_mapping, pspec_for
+from .partitioning import MeshAxes, ShardingError, auto_twin, mesh_axes, normalize_mapping, pspec_for
 from .tag import named_axes_p
 from .tools.summary import collectives as _collectives, human
 
@@ -327,7 +327,7 @@ def _spec(v: _Value, mapping: Mapping[str, MeshAxes], axis_size: Mapping[str, in
         if t is None or s == 0:
             spec.append(None)
             continue
-        axes = (t,) if isinstance(t, str) else t
+        axes = mesh_axes(t)
         k = math.prod(axis_size[a] for a in axes)
         if used.intersection(axes) or s % k:
             spec.append(None)
@@ -340,7 +340,7 @@ def _spec(v: _Value, mapping: Mapping[str, MeshAxes], axis_size: Mapping[str, in
 
 def _devices(target: MeshAxes, axis_size: Mapping[str, int]) -> int:
     """How many devices a mesh axis (or a tuple of them) spans."""
-    return math.prod(axis_size[a] for a in ((target,) if isinstance(target, str) else target))
+    return math.prod(axis_size[a] for a in mesh_axes(target))
 
 
 def _clashes(v: _Value, mapping: Mapping[str, MeshAxes]) -> bool:
@@ -349,7 +349,7 @@ def _clashes(v: _Value, mapping: Mapping[str, MeshAxes]) -> bool:
         t = mapping.get(n) if n is not None else None
         if t is None:
             continue
-        axes = (t,) if isinstance(t, str) else t
+        axes = mesh_axes(t)
         if used.intersection(axes):
             return True
         used.update(axes)
@@ -397,8 +397,8 @@ def _estimate(prog: _Program, mapping: Mapping[str, MeshAxes], axis_size: Mappin
         if red:  # contracted or reduced while split: an all-reduce of the result
             comm += per
             reduces = True
-            axes = {a for t in spec if t is not None for a in ((t,) if isinstance(t, str) else t)}
-            axes.update(a for n in red for a in ((mapping[n],) if isinstance(mapping[n], str) else mapping[n]))
+            axes = {a for t in spec for a in mesh_axes(t)}
+            axes.update(a for n in red for a in mesh_axes(mapping[n]))
             split = math.prod(axis_size[a] for a in axes)  # the devices that share the work
         flops += e.flops / split
     memory = 0
@@ -554,7 +554,7 @@ def _parameter_variant(prog: _Program, cand: Candidate, mesh_shape: Mapping[str,
     for v in prog.parameters:
         for t in _spec(v, cand.mapping, mesh_shape)[1]:
             if t is not None:
-                used.update((t,) if isinstance(t, str) else t)
+                used.update(mesh_axes(t))
     free = [a for a, k in mesh_shape.items() if k > 1 and a not in used]
     if not free:
         return None

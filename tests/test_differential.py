@@ -80,6 +80,19 @@ whose result could exceed ``MAX_BOUND`` in magnitude is not drawn.
 EXAMPLES = int(os.environ.get("NAMAX_DIFF_EXAMPLES", "50"))
 
 
+CALL_TEXT = {  # how a program line reads, per kind of op (its value numbers, then its static arguments)
+    "unary": lambda kind, *vs: f"{kind}({', '.join(f'v{i}' for i in vs)})",
+    "reduce": lambda kind, v, axis: f"{kind}(v{v}, {axis!r})",
+    "dot": lambda kind, a, b, axis: f"dot(v{a}, v{b}, axis={axis!r})",
+    "rearrange": lambda kind, v, spec: f"v{v}.rearrange({spec!r})",
+    "softmax": lambda kind, v, axis: f"softmax(v{v}, {axis!r})",
+    "take": lambda kind, v, axis, i: f"v{v}[{axis!r}, {i}]",
+    "slice": lambda kind, v, axis, lo, hi: f"v{v}[{axis!r}, {lo}:{hi}]",
+    "rename": lambda kind, v, old, new: f"v{v}.rename({{{old!r}: {new!r}}})",
+    "scale": lambda kind, v, c: f"v{v} * {c!r}",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Meta:
     """What the generator knows of a value: its axis names, a bound on |value| and on its
@@ -115,26 +128,9 @@ class Program:
         n = len(self.inputs)
         if k < n:
             return f"v{k} = input{k}  # {self.metas[k].size}"
-        op = self.ops[k - n]
-        kind, args = op[0], op[1:]
-        if kind in UNARY + BINARY:
-            call = f"{kind}({', '.join(f'v{i}' for i in args)})"
-        elif kind in REDUCE:
-            call = f"{kind}(v{args[0]}, {args[1]!r})"
-        elif kind == "dot":
-            call = f"dot(v{args[0]}, v{args[1]}, axis={args[2]!r})"
-        elif kind == "rearrange":
-            call = f"v{args[0]}.rearrange({args[1]!r})"
-        elif kind == "softmax":
-            call = f"softmax(v{args[0]}, {args[1]!r})"
-        elif kind == "take":
-            call = f"v{args[0]}[{args[1]!r}, {args[2]}]"
-        elif kind == "slice":
-            call = f"v{args[0]}[{args[1]!r}, {args[2]}:{args[3]}]"
-        elif kind == "rename":
-            call = f"v{args[0]}.rename({{{args[1]!r}: {args[2]!r}}})"
-        else:
-            call = f"v{args[0]} * {args[1]!r}"
+        kind, *args = self.ops[k - n]
+        form = "unary" if kind in UNARY + BINARY else "reduce" if kind in REDUCE else kind
+        call = CALL_TEXT.get(form, CALL_TEXT["scale"])(kind, *args)
         return f"v{k} = {call}  # {self.metas[k].size}"
 
     def __repr__(self) -> str:

@@ -48,6 +48,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..partitioning import mesh_axes
 from ..tag import named_axes_p
 from .stages import Program, format_type
 from .summary import _SHAPE, collective_op, human, shape_bytes
@@ -463,7 +464,7 @@ class CostReport:
         if self.memory_by_name:
             lines.append("memory per device by axis name (named values whose dims include the name):")
             for m in self.memory_by_name[:top]:
-                on = "" if m.mesh_axes is None else f" (-> {m.mesh_axes if isinstance(m.mesh_axes, str) else '+'.join(m.mesh_axes)})"
+                on = "" if m.mesh_axes is None else f" (-> {'+'.join(mesh_axes(m.mesh_axes))})"
                 lines.append(f"  {m.name + on:<24} {human(m.nbytes):>11} in {m.values:>3} value(s); "
                              f"largest {m.largest} {human(m.largest_bytes)}")
             lines.append("largest buffers per device:")
@@ -516,12 +517,6 @@ def op_primitive(op_name: str) -> str:
     return last
 
 
-def _axes(target: Any) -> tuple:
-    if target is None:
-        return ()
-    return (target,) if isinstance(target, str) else tuple(target)
-
-
 class _Attributor:
     """Ties HLO collectives to the names pass's equations and the mapping."""
 
@@ -540,7 +535,7 @@ class _Attributor:
 
     def on(self, name: str, axes: Optional[tuple]) -> bool:
         """``name`` is mapped to (some of) the mesh ``axes``."""
-        mine = _axes(self.mapping.get(name))
+        mine = mesh_axes(self.mapping.get(name))
         return bool(mine) and (axes is None or bool(set(mine) & set(axes)))
 
     def eqns_of(self, c: HloCollective, source: Optional[Location]) -> list[_Eqn]:
@@ -659,7 +654,7 @@ def cost_report(p: Program, top: int = 8) -> CostReport:
             return total, "P()"
         plain = tuple(n if isinstance(n, str) else None for n in names)
         spec = pspec_for(plain, aval.shape, mapping, mesh, strict=False, what="value")
-        split = math.prod(axis_sizes[a] for e in spec for a in _axes(e))
+        split = math.prod(axis_sizes[a] for e in spec for a in mesh_axes(e))
         return total // split, str(spec)
 
     def add_value(names: tuple, aval: Any, primitive: str, source: Optional[Location]) -> None:
