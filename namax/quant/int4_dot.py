@@ -158,12 +158,19 @@ def _dot_halves(x: jax.Array, low: jax.Array, high: jax.Array, dn: Any, dot_para
     return lax.concatenate([y_low, y_high], axis)
 
 
+def _per_stack_matmul(w: Int4Weight, dn: Any) -> bool:
+    """Whether ``dn`` (in :func:`_stored_dot`'s arrangement) is one matmul per stack entry:
+    only the weight's grouped dim contracted, its stack dims batch in order."""
+    (_, wc), (_, wb) = dn
+    return tuple(wc) == (w.n_stack,) and tuple(wb) == tuple(range(w.n_stack))
+
+
 def _is_matvec(x: jax.Array, w: Int4Weight, dn: Any) -> bool:
     """Whether ``dn`` (in :func:`_stored_dot`'s arrangement) is a matvec per stack entry:
-    one row of ``x``, only the grouped dim contracted, the stack dims batch in order."""
-    (xc, wc), (xb, wb) = dn
+    one row of ``x`` in a :func:`_per_stack_matmul`."""
+    (xc, _), (xb, _) = dn
     free_rows = math.prod(x.shape[d] for d in range(x.ndim) if d not in xc and d not in xb)
-    return free_rows == 1 and tuple(wc) == (w.n_stack,) and tuple(wb) == tuple(range(w.n_stack))
+    return free_rows == 1 and _per_stack_matmul(w, dn)
 
 
 def _matvec_halves(x: jax.Array, packed: jax.Array, scales: jax.Array, zeros: Optional[jax.Array],
@@ -261,9 +268,8 @@ def _grouped_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> Opti
 
 def _kernel_applies(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> bool:
     """Whether the ``"kernel"`` form serves this dot (in :func:`_stored_dot`'s arrangement)."""
-    (xc, wc), (xb, wb) = dn
     L = w.n_stack
-    if tuple(xc) != (x.ndim - 1,) or tuple(wc) != (L,) or tuple(xb) != tuple(range(L)) or tuple(wb) != tuple(range(L)):
+    if not _per_stack_matmul(w, dn):  # x is [*stack, free.., in] by _stored_dot's arrangement
         return False
     out_type = dot_params.get("preferred_element_type")
     if (jnp.dtype(x.dtype) != jnp.float32 or jnp.dtype(w.dtype) != jnp.float32
@@ -286,7 +292,7 @@ def _sharded(a: Any) -> bool:
     return spec is not None and any(p is not None for p in spec)
 
 
-def _kernel_dot(x: jax.Array, w: Int4Weight, dn: Any) -> jax.Array:
+def _kernel_dot(x: jax.Array, w: Int4Weight) -> jax.Array:
     """The ``"kernel"`` form: ``x [*stack, free.., in]`` against ``w [*stack, in, out]``."""
     L = w.n_stack
     free = x.shape[L:-1]
@@ -305,7 +311,7 @@ def _stored_dot(x: jax.Array, w: Int4Weight, dn: Any, dot_params: dict) -> jax.A
     dn = ((tuple(range(x.ndim - len(xc), x.ndim)), tuple(wc)), (tuple(range(len(xb))), tuple(wb)))
     kind = form()
     if kind == "kernel" and _kernel_applies(x, w, dn, dot_params):
-        return _kernel_dot(x, w, dn)
+        return _kernel_dot(x, w)
     out = _grouped_dot(x, w, dn, dot_params) if kind == "grouped" else None
     return _scan_dot(x, w, dn, dot_params) if out is None else out
 
