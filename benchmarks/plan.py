@@ -12,6 +12,11 @@ of interleaved runs, inputs placed by each mapping):
 - more of the plan's candidates, spread evenly over its whole estimate ranking (at least
   ``--candidates`` mappings in all), for the rank correlation.
 
+Mappings that compile to the very same program (the same HLO) are timed once and shown on
+one row (``FSDP=plan``): timing one program twice only samples the host's noise. Each timed
+run follows one untimed step of the same program, and the order rotates run by run, so no
+candidate pays for the heavy one timed before it.
+
 Programs (``--program``): ``block``, the named GPT block of ``benchmarks/namedjit.py``
 (forward + backward, ``jax.value_and_grad``); ``hf-gpt2``, an unmodified transformers
 ``FlaxGPT2LMHeadModel`` (random weights, no download) whose parameters and token ids are
@@ -40,6 +45,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
@@ -136,15 +142,41 @@ def hand_mappings(mesh_shape: dict, tp: dict) -> dict:
 # --- measuring ---------------------------------------------------------------------------
 
 
+def program_text(compiled) -> str:
+    """The compiled HLO without its module name line (two mappings that compile to the same
+    program differ only there, if at all)."""
+    return re.sub(r"^HloModule \S+", "HloModule", compiled.as_text(), count=1)
+
+
+def same_programs(cands: list, labels: dict, key) -> tuple[list, dict]:
+    """Candidates whose mappings compile to the very same program, timed once: the first of
+    each group is kept and its label (in ``labels``, by ``key``) joins the others' with
+    ``=``; returns the kept candidates and, by kept key, the mapping texts folded into it.
+    Timing one program twice would only measure the host's noise between two samples."""
+    kept: dict = {}
+    same: dict = {}
+    for c in cands:
+        text = program_text(c.executable)
+        if text in kept:
+            first = kept[text]
+            joined = "=".join(x for x in (labels[key(first)], labels[key(c)]) if x)
+            labels[key(first)] = joined
+            same.setdefault(key(first), []).append(c.text)
+        else:
+            kept[text] = c
+    return list(kept.values()), same
+
+
 def measure(step, args, in_axes, mesh, cands: list, runs: int, steps: int) -> list:
-    """Medians of interleaved runs (seconds per step) of each compiled candidate."""
+    """Medians of interleaved runs (seconds per step) of each compiled candidate; one untimed
+    step before each timed run, so a candidate is not charged for the one timed before it."""
     calls = {}
     for i, c in enumerate(cands):
         options = candidate_options(c, 0)
         placed = place_inputs(*args, mapping=options["axis_resources"], mesh=mesh, in_axes=in_axes,
                               in_axis_resources=options.get("in_axis_resources"))
         calls[i] = functools.partial(c.executable, *placed)
-    medians = interleaved_medians(calls, runs=runs, steps=steps, warmup=1)
+    medians = interleaved_medians(calls, runs=runs, steps=steps, warmup=1, settle=1)
     return [medians[i] for i in range(len(cands))]
 
 
@@ -218,6 +250,7 @@ def main(argv=None) -> dict:
         compiled.update({key(c): c for c in timed.table if c.error is None})
     labels = {key(Candidate(*mm)): lab for lab, mm in unique}
     runnable = [compiled[key(Candidate(*mm))] for _, mm in unique if key(Candidate(*mm)) in compiled]
+    runnable, same = same_programs(runnable, labels, key)
     times = measure(step, step_args, in_axes, auto_twin(mesh), runnable, args.runs, args.steps)
     rho = spearman([c.predicted_cost for c in runnable], times)
     by_label = {labels[key(c)]: t for c, t in zip(runnable, times)}
@@ -235,7 +268,8 @@ def main(argv=None) -> dict:
     for c, t in sorted(zip(runnable, times), key=lambda ct: ct[1]):
         label = labels[key(c)]
         mark = "**" if "plan" in label.split("=") else ""
-        print(f"| {mark}{c.text}{mark} | {label or '-'} | {c.predicted_cost * 1e3:.2f} ms | {t * 1e3:.2f} ms | "
+        text = " = ".join([c.text] + same.get(key(c), []))
+        print(f"| {mark}{text}{mark} | {label or '-'} | {c.predicted_cost * 1e3:.2f} ms | {t * 1e3:.2f} ms | "
               f"{c.memory_per_device / 2 ** 20:.2f} MiB | {c.flops:.3g} | {c.bytes_accessed:.3g} | "
               f"{c.collective_ops} ops, {c.collective_total / 2 ** 20:.2f} MiB |")
     ratio = pick_time / hand_times[best_hand]

@@ -8,6 +8,8 @@ Each ``make_*`` function follows the target protocol: it returns ``(fn, args)`` 
     dump-hlo examples/dump_targets.py:make_lora --stage implicit
     dump-hlo examples/dump_targets.py:make_mlp --devices 8 --mesh data=4,model=2 \\
         --axis-resources batch=data,mlp=model --stage summary
+    dump-hlo examples/dump_targets.py:make_mlp_step --devices 8 --mesh data=8 --plan \\
+        --plan-parameters 0 --stage summary
     dump-hlo examples/dump_targets.py:named_mlp --args x=batch:8,embed:16 \\
         w1=embed:16,mlp:32 w2=mlp:32,embed:16 --stage names
     dump-hlo examples/dump_targets.py:plain_mlp --raw --args x=batch:8,embed:16 \\
@@ -53,6 +55,18 @@ def make_mlp() -> tuple[Callable, tuple]:
     w1 = nx.named(_normal(1, (16, 32)) * 0.2, (Embed, Mlp))
     w2 = nx.named(_normal(2, (32, 16)) * 0.2, (Mlp, Embed))
     return named_mlp, (x, w1, w2)
+
+
+def mlp_loss(params: dict, x: nx.NamedArray) -> jax.Array:
+    """The squared output of :func:`named_mlp` with ``params = {"w1": ..., "w2": ...}``."""
+    return nx.sum(named_mlp(x, params["w1"], params["w2"]) ** 2).array
+
+
+def make_mlp_step() -> tuple[Callable, tuple]:
+    """A training step ``value_and_grad(mlp_loss)(params, x)``: the parameters are argument 0
+    (``--plan --plan-parameters 0`` adds FSDP-style candidates)."""
+    _, (x, w1, w2) = make_mlp()
+    return jax.value_and_grad(mlp_loss), ({"w1": w1, "w2": w2}, x)
 
 
 def make_plain_mlp() -> tuple[Callable, tuple, dict]:

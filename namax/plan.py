@@ -842,7 +842,7 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
 
     def rank(c: Candidate) -> tuple:
         return (c.error is not None, not c.fits_budget, c.predicted_cost if c.predicted_cost is not None else math.inf,
-                c.memory_per_device or 0)
+                c.memory_per_device or 0, len(c.mapping))  # a tie (the same program): the shorter mapping
 
     for c in chosen:
         _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled,

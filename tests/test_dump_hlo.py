@@ -317,8 +317,29 @@ def test_plan_flag_prints_the_plan_and_dumps_under_its_mapping(capsys, monkeypat
     assert "collectives:" in out.split("==== summary ====")[1]
 
 
+def test_plan_parameters_flag_adds_fsdp_candidates_and_dumps_the_pick(capsys, monkeypatch):
+    """``--plan-parameters 0``: the table has FSDP-style twins (``parameters: ...``); within a
+    budget only split weights meet, the pick is the twin (``mlp->data`` compiles to the same
+    program, and a tie goes to the shorter mapping) and the dump runs with its placement."""
+    monkeypatch.chdir(ROOT)
+    from namax.plan import clear_cache
+
+    clear_cache()
+    assert dump_hlo.main(["examples/dump_targets.py:make_mlp_step", "--mesh", "data=8", "--plan",
+                          "--plan-parameters", "0", "--memory-budget-mb", "0.003", "--stage", "summary"]) == 0
+    out = capsys.readouterr().out
+    table, summary = out.split("==== summary ====")
+    first_row = re.search(r"^\| 1 \| ([^|]+) \|", table, re.M).group(1).strip()
+    assert first_row == "replicated; parameters: mlp->data", table
+    assert "planned parameter mapping (argument 0 and the outputs): {'mlp': 'data'}" in table
+    assert re.search(r"collectives: .*all-reduce", summary), summary  # the split weights' gradient
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--plan"], "dump-hlo: --plan needs --mesh"),
+    (["--mesh", "data=2", "--plan-parameters", "0"], "dump-hlo: --plan-parameters applies to --plan"),
+    (["--plan", "--mesh", "data=2", "--plan-parameters", "3"],
+     "dump-hlo: --plan-parameters 3: the target has 3 positional arguments"),
     (["--plan", "--mesh", "data=2", "--axis-resources", "batch=data"],
      "dump-hlo: --plan chooses the mapping: give --plan or --axis-resources, not both"),
     (["--mesh", "data=2", "--memory-budget-mb", "4"], "dump-hlo: --memory-budget-mb applies to --plan"),

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "the program under the planned mapping")
     parser.add_argument("--memory-budget-mb", type=float,
                         help="with --plan: memory per device in MiB that the mapping must fit")
+    parser.add_argument("--plan-parameters", type=int, metavar="N",
+                        help="with --plan: the position of the parameters argument; adds FSDP-style candidates "
+                             "(parameters split apart from the computation), dumped with the planned placement")
     parser.add_argument("--traceback", action="store_true", help="print the full traceback on errors")
     return parser
 
@@ -305,14 +308,15 @@ def run(ns: argparse.Namespace) -> int:
         raise UsageError("--plan needs --mesh (e.g. --mesh data=4,model=2)")
     if ns.plan and resources:
         raise UsageError("--plan chooses the mapping: give --plan or --axis-resources, not both")
-    if ns.memory_budget_mb is not None and not ns.plan:
-        raise UsageError("--memory-budget-mb applies to --plan")
+    for option, value in (("--memory-budget-mb", ns.memory_budget_mb), ("--plan-parameters", ns.plan_parameters)):
+        if value is not None and not ns.plan:
+            raise UsageError(f"{option} applies to --plan")
     if ns.memory_budget_mb is not None and not ns.memory_budget_mb > 0:
         raise UsageError(f"--memory-budget-mb {ns.memory_budget_mb}: must be positive")
     obj = load_target(ns.target)
     fn, args, kwargs, in_axes = build_call(ns.target, obj, ns)
     if ns.plan:
-        resources = plan_mapping(fn, args, kwargs, in_axes, mesh, ns)
+        fn, resources = plan_mapping(fn, args, kwargs, in_axes, mesh, ns)
     try:
         result = dump(fn, *args, kwargs=kwargs, stages=stages, axis_resources=resources, mesh=mesh, in_axes=in_axes)
     except ValueError as e:
@@ -327,17 +331,27 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def plan_mapping(fn: Callable, args: Sequence[Any], kwargs: dict, in_axes: Any, mesh: dict,
-                 ns: argparse.Namespace) -> dict:
-    """``--plan``: print :func:`namax.plan`'s table for the target on ``mesh``; return its mapping."""
+                 ns: argparse.Namespace) -> tuple[Callable, Optional[dict]]:
+    """``--plan``: print :func:`namax.plan`'s table for the target on ``mesh``; return what to
+    dump: ``(fn, mapping)``, or for an FSDP-style pick (``--plan-parameters``) ``fn`` under
+    namedjit with the planned parameter placement and no separate mapping."""
     from namax.dump import make_mesh
     from namax.plan import plan
 
     if kwargs:
         raise UsageError(f"--plan: the target passes keyword arguments {sorted(kwargs)}; plan takes positional ones")
+    parameters = ns.plan_parameters
+    if parameters is not None and not 0 <= parameters < len(args):
+        raise UsageError(f"--plan-parameters {parameters}: the target has {len(args)} positional arguments")
     budget = None if ns.memory_budget_mb is None else int(ns.memory_budget_mb * 2**20)
-    planned = plan(fn, *args, mesh=make_mesh(mesh), in_axes=in_axes, memory_budget=budget)
-    print(f"==== plan ({planned.seconds:.1f} s) ====\n{planned}\nplanned mapping: {planned.mapping}\n")
-    return dict(planned.mapping)
+    on = make_mesh(mesh)
+    planned = plan(fn, *args, mesh=on, in_axes=in_axes, memory_budget=budget, parameters=parameters)
+    print(f"==== plan ({planned.seconds:.1f} s) ====\n{planned}\nplanned mapping: {planned.mapping}")
+    if planned.parameter_mapping is None:
+        print()
+        return fn, dict(planned.mapping)
+    print(f"planned parameter mapping (argument {parameters} and the outputs): {planned.parameter_mapping}\n")
+    return planned.namedjit(fn, mesh=on, in_axes=in_axes), None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
