@@ -29,7 +29,7 @@ parameters cannot meet: halfway between the compiled memory of the data-parallel
 and of FSDP (the same compute, parameters split); the pick is checked against it.
 
     python benchmarks/plan.py [--program block|hf-gpt2] [--mesh 4,2|8,1] [--candidates 10]
-        [--budget-below-replicated] [--runs 7 --steps 3]
+        [--budget-below-replicated] [--measure K] [--calibrate] [--runs 7 --steps 3]
 
 On a CPU the simulated devices share the host's cores, so the measured times rank mappings
 by their total work and their collectives' host copies, not by an accelerator's.
@@ -54,8 +54,7 @@ import numpy as np  # noqa: E402
 
 import namax as nx  # noqa: E402
 from namax.partitioning import auto_twin  # noqa: E402
-from namax.plan import Candidate, candidate_options, clear_cache, place_inputs  # noqa: E402
-from _timing import interleaved_medians  # noqa: E402  (benchmarks/, the script's folder)
+from namax.plan import Candidate, CostModel, clear_cache, time_candidates  # noqa: E402
 
 
 def spearman(a, b) -> float:
@@ -167,19 +166,6 @@ def same_programs(cands: list, labels: dict, key) -> tuple[list, dict]:
     return list(kept.values()), same
 
 
-def measure(step, args, in_axes, mesh, cands: list, runs: int, steps: int) -> list:
-    """Medians of interleaved runs (seconds per step) of each compiled candidate; one untimed
-    step before each timed run, so a candidate is not charged for the one timed before it."""
-    calls = {}
-    for i, c in enumerate(cands):
-        options = candidate_options(c, 0)
-        placed = place_inputs(*args, mapping=options["axis_resources"], mesh=mesh, in_axes=in_axes,
-                              in_axis_resources=options.get("in_axis_resources"))
-        calls[i] = functools.partial(c.executable, *placed)
-    medians = interleaved_medians(calls, runs=runs, steps=steps, warmup=1, settle=1)
-    return [medians[i] for i in range(len(cands))]
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--program", choices=sorted(PROGRAMS), default="block")
@@ -189,6 +175,11 @@ def main(argv=None) -> dict:
     p.add_argument("--max-compiles", type=int, default=12, help="the plan's max_compiles")
     p.add_argument("--budget-below-replicated", action="store_true",
                    help="plan within a memory budget that replicated parameters cannot meet")
+    p.add_argument("--measure", type=int, default=0,
+                   help="the plan's measure= (time its best K compiled candidates and pick the fastest)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="plan with CostModel.calibrate(mesh) (this host's constants timed on the mesh) "
+                        "instead of the default constants")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args(argv)
@@ -209,14 +200,23 @@ def main(argv=None) -> dict:
         if not fsdp < dp:
             raise SystemExit(f"FSDP needs {fsdp} bytes per device, DP {dp}: no budget rules out replication here")
         budget = (dp + fsdp) // 2
+    model, calibration = None, ""
+    if args.calibrate:
+        start = time.perf_counter()
+        model = CostModel.calibrate(mesh)
+        calibration = (f"; cost model calibrated in {time.perf_counter() - start:.1f} s: "
+                       f"{model.peak_flops:.3g} FLOP/s, {model.mem_bw:.3g} B/s, link {model.link_bw:.3g} B/s, "
+                       f"{model.collective_latency * 1e6:.0f} us per collective")
     clear_cache()
     start = time.perf_counter()
     plan = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, memory_budget=budget,
-                   max_compiles=args.max_compiles, parameters=0, keep_compiled=True)
+                   max_compiles=args.max_compiles, parameters=0, keep_compiled=True,
+                   measure=args.measure, cost_model=model)
     planning = time.perf_counter() - start
     start = time.perf_counter()
     again = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, memory_budget=budget,
-                    max_compiles=args.max_compiles, parameters=0, keep_compiled=True)
+                    max_compiles=args.max_compiles, parameters=0, keep_compiled=True,
+                    measure=args.measure, cost_model=model)
     cached = time.perf_counter() - start
     assert again is plan
 
@@ -246,12 +246,13 @@ def main(argv=None) -> dict:
     rest = [(m, pm) if pm is not None else m for _, (m, pm) in unique if key(Candidate(m, pm)) not in compiled]
     if rest:
         timed = nx.plan(step, *step_args, mesh=mesh, in_axes=in_axes, max_compiles=len(rest), keep_compiled=True,
-                        parameters=0, candidates=rest)
+                        parameters=0, candidates=rest, cost_model=model)
         compiled.update({key(c): c for c in timed.table if c.error is None})
     labels = {key(Candidate(*mm)): lab for lab, mm in unique}
     runnable = [compiled[key(Candidate(*mm))] for _, mm in unique if key(Candidate(*mm)) in compiled]
     runnable, same = same_programs(runnable, labels, key)
-    times = measure(step, step_args, in_axes, auto_twin(mesh), runnable, args.runs, args.steps)
+    times = time_candidates(runnable, *step_args, mesh=auto_twin(mesh), in_axes=in_axes, parameters=0,
+                            runs=args.runs, steps=args.steps)
     rho = spearman([c.predicted_cost for c in runnable], times)
     by_label = {labels[key(c)]: t for c, t in zip(runnable, times)}
     pick_time = next(t for c, t in zip(runnable, times) if "plan" in labels[key(c)].split("="))
@@ -262,7 +263,7 @@ def main(argv=None) -> dict:
 
     print(f"{args.program} ({args.size}) train step on mesh {mesh_shape}; planned in {planning:.1f} s "
           f"({len(plan.table)} compiled, {len(plan.pruned)} pruned; cached: {cached * 1e3:.0f} ms)"
-          + ("" if budget is None else f"; memory budget {budget / 2 ** 20:.2f} MiB per device") + "\n")
+          + ("" if budget is None else f"; memory budget {budget / 2 ** 20:.2f} MiB per device") + calibration + "\n")
     print("| mapping | label | predicted cost | measured step | memory / device | FLOPs | bytes | collectives |")
     print("|---|---|---|---|---|---|---|---|")
     for c, t in sorted(zip(runnable, times), key=lambda ct: ct[1]):

@@ -24,6 +24,7 @@ bytes per device, against ``memory_budget``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding
 
+from .cost_model import CostModel
 from .partitioning import MeshAxes, ShardingError, auto_twin, mesh_axes, normalize_mapping, pspec_for
 from .tag import named_axes_p
 from .tools.summary import collectives as _collectives, human
@@ -55,40 +57,6 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
     """
     found = _collectives(hlo_text)
     return {k: found.get(k, (0, 0))[1] for k in KINDS}
-
-
-@dataclasses.dataclass(frozen=True)
-class CostModel:
-    """Predicted seconds of one step per device:
-    ``flops / peak_flops + bytes_accessed / mem_bw + collective_bytes / link_bw
-    + collective_ops * collective_latency``.
-
-    The defaults are constants for this CPU host (not measured at import, so plans are
-    deterministic): ``peak_flops=1e11`` FLOP/s and ``mem_bw=5e9`` B/s are rounded from a
-    1024x1024 f32 matmul (~2e11 FLOP/s over both cores) and a 32 MiB add (~5e9 B/s) timed
-    once on it; ``link_bw=1e9`` B/s stands in for an interconnect (the simulated devices
-    exchange data through host copies behind a rendezvous, slower than one plain copy).
-    Pass your accelerator's numbers for real hardware.
-
-    ``collective_latency=2e-5`` s is the fixed cost of one collective op (the alpha of the
-    alpha-beta model; on this host's simulated devices each op is a rendezvous of every
-    device thread): rounded from the step time an FSDP mapping (36 collective ops) adds
-    over data parallel (1 op) on GPT-2 beyond its extra bytes.
-
-    >>> CostModel().seconds(flops=1e11, bytes_accessed=5e9, collective=1e9)
-    3.0
-    >>> round(CostModel().seconds(0, 0, 0, collective_ops=50), 6)
-    0.001
-    """
-
-    peak_flops: float = 1e11
-    mem_bw: float = 5e9
-    link_bw: float = 1e9
-    collective_latency: float = 2e-5
-
-    def seconds(self, flops: float, bytes_accessed: float, collective: float, collective_ops: int = 0) -> float:
-        return (flops / self.peak_flops + bytes_accessed / self.mem_bw + collective / self.link_bw
-                + collective_ops * self.collective_latency)
 
 
 @dataclasses.dataclass
@@ -118,6 +86,9 @@ class Candidate:
     estimate: float = 0.0
     estimated_memory: int = 0
     compiled: bool = False
+    measured: Optional[float] = None
+    """Seconds per step as timed on this host (the median of interleaved runs), for the
+    candidates :func:`plan` was asked to time (``measure=``); None otherwise."""
     executable: Any = dataclasses.field(default=None, repr=False, compare=False)
     """The compiled program (called with the inputs :func:`place_inputs` places by this
     mapping), kept only when :func:`plan` was asked to (``keep_compiled=True``)."""
@@ -163,8 +134,9 @@ def _seconds_text(s: Optional[float]) -> str:
 @dataclasses.dataclass
 class Plan:
     """The result of :func:`plan`: ``mapping`` (the best), ``best`` (its :class:`Candidate`),
-    ``table`` (every compiled candidate, best first: those in budget by predicted cost,
-    then those over budget, then those that failed), ``pruned`` (candidates the estimate
+    ``table`` (every compiled candidate, best first: those timed (``measure=``) by
+    measured time, those in budget by predicted cost, then those over budget, then those
+    that failed), ``pruned`` (candidates the estimate
     left out, best estimate first), ``names`` (axis name -> size), ``seconds`` (planning
     time). ``str(plan)`` is a markdown table.
 
@@ -172,7 +144,7 @@ class Plan:
     >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     >>> p = nx.plan(lambda x: x + 1, nx.ones(nx.Axis("batch", 4)), mesh=mesh)
     >>> str(p).splitlines()[2]
-    '| rank | mapping | predicted cost | memory / device | fits budget | FLOPs | bytes accessed | collectives | error |'
+    '| rank | mapping | predicted cost | measured step | memory / device | fits budget | FLOPs | bytes accessed | collectives | error |'
     """
 
     mapping: dict
@@ -212,16 +184,16 @@ class Plan:
         head = (f"plan: {self.best.text} on mesh {self.mesh_shape} ({budget}); "
                 f"{len(self.table)} compiled, {len(self.pruned)} pruned by the estimate, {self.seconds:.2f} s")
         lines = [head, "",
-                 "| rank | mapping | predicted cost | memory / device | fits budget | FLOPs | bytes accessed "
-                 "| collectives | error |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "| rank | mapping | predicted cost | measured step | memory / device | fits budget | FLOPs "
+                 "| bytes accessed | collectives | error |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
         for i, c in enumerate(self.table, 1):
             coll = ", ".join(f"{k} {human(b)}" for k, b in c.collectives.items() if b) or "none"
             mem = "-" if c.memory_per_device is None else human(c.memory_per_device)
             flops = "-" if c.flops is None else f"{c.flops:.3g}"
             nbytes = "-" if c.bytes_accessed is None else f"{c.bytes_accessed:.3g}"
             err = (c.error or "").replace("|", "/").replace("\n", " ")
-            lines.append(f"| {i} | {c.text} | {_seconds_text(c.predicted_cost)} | {mem} | "
+            lines.append(f"| {i} | {c.text} | {_seconds_text(c.predicted_cost)} | {_seconds_text(c.measured)} | {mem} | "
                          f"{'yes' if c.fits_budget else 'no'} | {flops} | {nbytes} | {coll} | {err} |")
         return "\n".join(lines)
 
@@ -686,7 +658,7 @@ def candidate_options(cand: Candidate, parameters: Optional[int]) -> dict:
     return options
 
 
-def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: Any, model: CostModel,
+def _compile_and_cost(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: Any, model: CostModel,
              budget: Optional[int], namedjit_kwargs: dict, keep: bool, parameters: Optional[int]) -> None:
     options = candidate_options(cand, parameters)
     try:
@@ -713,6 +685,39 @@ def _measure(fn: Callable, args: tuple, cand: Candidate, mesh: Mesh, in_axes: An
         cand.memory_per_device = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
     cand.fits_budget = budget is None or (cand.memory_per_device is not None and cand.memory_per_device <= budget)
     cand.predicted_cost = model.seconds(cand.flops, cand.bytes_accessed, cand.collective_total, cand.collective_ops)
+
+
+def time_candidates(cands: Sequence[Candidate], *args: Any, mesh: Mesh, in_axes: Optional[Sequence[Any]] = None,
+                    parameters: Optional[int] = None, runs: int = 5, steps: int = 2) -> list[float]:
+    """Seconds per step of each compiled candidate (its ``executable``: ``keep_compiled=True``)
+    on ``args``, each placed as the candidate places them (:func:`place_inputs`), timed in
+    turns: :func:`namax.timing.interleaved_medians` with one settling step before each run.
+    Sets each candidate's ``measured`` and returns the times. ``mesh``: the one compiled on
+    (:func:`plan` compiles on the mesh's Auto twin, :func:`namax.partitioning.auto_twin`).
+
+    >>> import numpy as np, jax, namax as nx
+    >>> from namax.partitioning import auto_twin
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    >>> x = nx.ones(nx.Axis("batch", 4))
+    >>> p = nx.plan(lambda x: x + 1, x, mesh=mesh, keep_compiled=True)
+    >>> [t > 0 for t in time_candidates(p.table[:1], x, mesh=auto_twin(mesh), runs=2)]
+    [True]
+    """
+    from .timing import interleaved_medians
+
+    calls = {}
+    for i, c in enumerate(cands):
+        if c.executable is None:
+            raise ValueError(f"time_candidates: candidate {c.text} has no compiled program; plan with "
+                             f"keep_compiled=True (or measure=)")
+        options = candidate_options(c, parameters)
+        placed = place_inputs(*args, mapping=options["axis_resources"], mesh=mesh, in_axes=in_axes,
+                              in_axis_resources=options.get("in_axis_resources"))
+        calls[i] = functools.partial(c.executable, *placed)
+    medians = interleaved_medians(calls, runs=runs, steps=steps, warmup=1, settle=1)
+    for i, c in enumerate(cands):
+        c.measured = medians[i]
+    return [medians[i] for i in range(len(cands))]
 
 
 # --- plan --------------------------------------------------------------------------------------
@@ -750,7 +755,7 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
          in_axes: Optional[Sequence[Any]] = None, candidates: Optional[Sequence[Mapping[str, MeshAxes]]] = None,
          max_compiles: int = 16, cost_model: Optional[CostModel] = None, max_enumerate: int = 20000,
          keep_compiled: bool = False, parameters: Optional[int] = None, refine: Optional[int] = None,
-         **namedjit_kwargs: Any) -> Plan:
+         measure: int = 0, measure_runs: int = 5, **namedjit_kwargs: Any) -> Plan:
     """The cheapest axis mapping of ``fn(*args)`` on ``mesh`` within ``memory_budget`` bytes
     per device, with a table of the candidates (a :class:`Plan`).
 
@@ -770,7 +775,12 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
     compiled candidate fits ``memory_budget``, its FSDP-style twin and the pruned
     candidates of the smallest estimated memory instead. Plans are
     cached by program (its jaxpr and names) and mesh: the same call again returns the same
-    Plan. ``in_axes`` names plain array arguments; ``keep_compiled=True`` keeps each compiled
+    Plan. ``measure=k`` then times the ``k`` best compiled candidates within the budget on
+    ``args`` (:func:`time_candidates`: ``measure_runs`` interleaved runs of one settling and two
+    timed steps each, the median) and picks the fastest measured: the cost
+    model ranks what to compile and time, the host has the last word (worth it when the
+    model's constants do not fit the hardware; a few steps per candidate, while planning
+    spends its time compiling). ``in_axes`` names plain array arguments; ``keep_compiled=True`` keeps each compiled
     program on its :class:`Candidate` (``executable``); other keywords go to
     :func:`namax.namedjit`. ``fn``'s arguments are positional.
     Raises :class:`PlanError` (with ``.plan``) when no compiled candidate fits the budget
@@ -795,6 +805,8 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
         raise ValueError(f"plan: memory_budget={memory_budget!r} must be a positive number of bytes per device")
     if max_compiles < 1:
         raise ValueError(f"plan: max_compiles={max_compiles!r} must be at least 1")
+    if measure < 0 or measure_runs < 1:
+        raise ValueError(f"plan: measure={measure!r} must be >= 0 and measure_runs={measure_runs!r} at least 1")
     for k in ("axis_resources", "mesh"):
         if k in namedjit_kwargs:
             raise TypeError(f"plan: {k}= is what plan chooses or takes itself; do not pass it as a namedjit option")
@@ -809,7 +821,8 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
         prog.parameters = _argument_values(args, in_axes, parameters)
     key = (str(result.closed_jaxpr), _freeze(result.in_names), _freeze(result.out_names), _mesh_key(mesh),
            memory_budget, _freeze(candidates), max_compiles, model, max_enumerate, keep_compiled,
-           fn if keep_compiled else None, _freeze(namedjit_kwargs), parameters, refine)  # executables hold fn's constants
+           fn if keep_compiled or measure else None, _freeze(namedjit_kwargs), parameters, refine, measure,
+           measure_runs)  # executables hold fn's constants, and timing runs them
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -844,8 +857,9 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
         return (c.error is not None, not c.fits_budget, c.predicted_cost if c.predicted_cost is not None else math.inf,
                 c.memory_per_device or 0, len(c.mapping))  # a tie (the same program): the shorter mapping
 
+    keep = keep_compiled or measure > 0
     for c in chosen:
-        _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled,
+        _compile_and_cost(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep,
                  parameters)
     extra = (max(2, max_compiles // 4) if candidates is None else 0) if refine is None else refine
     while extra > 0:  # the estimate can misjudge a detail: try the compiled best's simpler neighbours
@@ -861,7 +875,7 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
         if not fresh:
             break
         for c in fresh:
-            _measure(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep_compiled,
+            _compile_and_cost(fn, args, c, compile_mesh, in_axes, model, memory_budget, namedjit_kwargs, keep,
                      parameters)
         chosen += fresh
         pruned = [c for c in pruned if _candidate_key(c) not in {_candidate_key(f) for f in fresh}]
@@ -869,6 +883,13 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
         if min(chosen, key=rank) is best:
             break
     table = sorted(chosen, key=rank)
+    if measure:
+        timed = [c for c in table if c.error is None and c.fits_budget][:measure]
+        time_candidates(timed, *args, mesh=compile_mesh, in_axes=in_axes, parameters=parameters, runs=measure_runs)
+        table = sorted(timed, key=lambda c: c.measured) + [c for c in table if c.measured is None]
+        if not keep_compiled:
+            for c in table:
+                c.executable = None
     names = {n: max(s) for n, s in prog.sizes.items()}
     best = table[0]
     out = Plan(dict(best.mapping), best, table, pruned, names, mesh_shape, memory_budget, model,
@@ -890,4 +911,4 @@ def plan(fn: Callable, *args: Any, mesh: Mesh, memory_budget: Optional[int] = No
 
 
 __all__ = ["plan", "Plan", "Candidate", "CostModel", "PlanError", "candidate_options", "collective_bytes",
-           "compile_mapping", "place_inputs", "mapping_text", "clear_cache"]
+           "compile_mapping", "place_inputs", "mapping_text", "clear_cache", "time_candidates"]
