@@ -86,3 +86,12 @@ def test_implicit_example_trains_only_lora_factors_and_int4_matches_dense(readme
     dense = {k: v.materialize() for k, v in ns["int4_params"].items()}
     np.testing.assert_allclose(ns["loss"], ns["mlp_loss"](dense, ns["x"]), rtol=1e-5)
     assert lw.w.shape == (32, 64)
+
+
+def test_plan_example_picks_by_name_and_times_with_calibrated_constants(readme):
+    assert readme["planned"].mapping == {"batch": "data"}
+    assert readme["tight"].mapping == {"mlp": "data"}
+    timed = readme["timed"]
+    measured = [c for c in timed.table if c.measured is not None]
+    assert len(measured) == 2 and timed.best is measured[0] and measured[0].measured <= measured[1].measured
+    assert timed.cost_model.link_bw != readme["CostModel"]().link_bw  # timed on the 8-device mesh
