@@ -62,7 +62,8 @@ _compile_args = [] if sys.platform == "win32" else ["-std=c++17", "-O3", "-fvisi
                                                    "-Wno-maybe-uninitialized"]
 
 setup(
-    ext_modules=[Extension("namax.quant._int4_kernel", sources=["csrc/int4_matmul.cc"], language="c++",
+    ext_modules=[Extension("namax.quant._int4_kernel", sources=["csrc/int4_matmul.cc"], depends=["csrc/int4_tile.inc"],
+                           language="c++",
                            extra_compile_args=_compile_args, optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )

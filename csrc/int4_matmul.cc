@@ -113,203 +113,81 @@ void block_generic(const Problem& p, int64_t j0, int64_t j1, int64_t m0, int64_t
 
 #if NAMAX_X86
 
-// Rows of codes to prefetch ahead (software prefetch: see tile512).
+// Rows of codes to prefetch ahead (software prefetch: see tile in csrc/int4_tile.inc).
 const int64_t kPrefetchRows = std::getenv("NAMAX_INT4_PREFETCH") ? std::atoll(std::getenv("NAMAX_INT4_PREFETCH")) : 64;
 
-// ---- AVX-512: 16-byte units (16 low-nibble columns + 16 high-nibble columns) ------------------
+// ---- The ISAs: each gives an Ops struct (its vector of floats and the handful of operations a
+// tile needs); csrc/int4_tile.inc, included once per ISA under that ISA's target attribute,
+// defines the tiles and the row blocking on top of it (GCC and Clang attach a target to a
+// function where it is defined, not where a template is instantiated, hence one inclusion each).
 
-__attribute__((target("avx512f"))) inline __m512 lut512() {
-  return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-}
-
-__attribute__((target("avx512f"))) inline __m512 load_scales512(const Problem& p, int64_t i) {
-  if (p.scale_bf16) {
-    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p.scales) + i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  return _mm512_loadu_ps(static_cast<const float*>(p.scales) + i);
-}
-
-// R rows, V units of 16 bytes: byte columns [j, j + 16 V), rows [m0, m0 + R).
-template <int R, int V>
-__attribute__((target("avx512f"))) void tile512(const Problem& p, int64_t j, int64_t m0) {
-  const __m512 lut = lut512();
-  const int64_t G = p.K / p.gs, N = 2 * p.Nh, Nh = p.Nh;
-  const float* x = p.x + m0 * p.K;
-  float* y = p.y + m0 * N;
-  for (int64_t g = 0; g < G; ++g) {
-    __m512 acc[R][2 * V];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < 2 * V; ++v) acc[r][v] = _mm512_setzero_ps();
-    const uint8_t* row = p.packed + g * p.gs * Nh + j;
-    const float* xk = x + g * p.gs;
-    for (int64_t k = 0; k < p.gs; ++k, row += Nh, ++xk) {
-      // The rows are Nh bytes apart: a stride the hardware prefetchers lose at every page.
-      if (g * p.gs + k + kPrefetchRows < p.K) {
-        _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchRows * Nh), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchRows * Nh + 16 * V - 1), _MM_HINT_T0);
-      }
-      __m512 lo[V], hi[V];
-      for (int v = 0; v < V; ++v) {
-        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * v)));
-        lo[v] = _mm512_permutexvar_ps(b, lut);
-        hi[v] = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m512 xr = _mm512_set1_ps(xk[r * p.K]);
-        for (int v = 0; v < V; ++v) {
-          acc[r][2 * v] = _mm512_fmadd_ps(xr, lo[v], acc[r][2 * v]);
-          acc[r][2 * v + 1] = _mm512_fmadd_ps(xr, hi[v], acc[r][2 * v + 1]);
-        }
-      }
+// AVX-512: units of 16 code bytes (16 low-nibble columns + 16 high-nibble columns).
+namespace avx512 {
+#define NAMAX_TARGET __attribute__((target("avx512f")))
+struct Ops {
+  using V = __m512;
+  static constexpr int kBytes = 16;   // code bytes per unit (one vector of columns per nibble)
+  static constexpr int kMaxRows = 8;  // activation rows per tile
+  static constexpr int units(int rows) { return rows <= 2 ? 4 : rows <= 4 ? 2 : 1; }
+  NAMAX_TARGET static V zero() { return _mm512_setzero_ps(); }
+  NAMAX_TARGET static V set1(float v) { return _mm512_set1_ps(v); }
+  NAMAX_TARGET static V load(const float* at) { return _mm512_loadu_ps(at); }
+  NAMAX_TARGET static void store(float* at, V v) { _mm512_storeu_ps(at, v); }
+  NAMAX_TARGET static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  NAMAX_TARGET static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  NAMAX_TARGET static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  NAMAX_TARGET static V scales(const Problem& p, int64_t i) {
+    if (p.scale_bf16) {
+      __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p.scales) + i));
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
-    for (int v = 0; v < V; ++v) {
-      const int64_t c = j + 16 * v;
-      const __m512 s_lo = load_scales512(p, g * N + c), s_hi = load_scales512(p, g * N + Nh + c);
-      __m512 z_lo = _mm512_setzero_ps(), z_hi = _mm512_setzero_ps();
-      if (p.zeros) {
-        __m512i zb = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p.zeros + g * Nh + c)));
-        z_lo = _mm512_permutexvar_ps(zb, lut);
-        z_hi = _mm512_permutexvar_ps(_mm512_srli_epi32(zb, 4), lut);
-      }
-      for (int r = 0; r < R; ++r) {
-        __m512 a_lo = acc[r][2 * v], a_hi = acc[r][2 * v + 1];
-        if (p.zeros) {
-          const __m512 xs = _mm512_set1_ps(p.xsum[(m0 + r) * G + g]);
-          a_lo = _mm512_fnmadd_ps(z_lo, xs, a_lo);
-          a_hi = _mm512_fnmadd_ps(z_hi, xs, a_hi);
-        }
-        float* yl = y + r * N + c;
-        float* yh = yl + Nh;
-        if (g == 0) {
-          _mm512_storeu_ps(yl, _mm512_mul_ps(a_lo, s_lo));
-          _mm512_storeu_ps(yh, _mm512_mul_ps(a_hi, s_hi));
-        } else {
-          _mm512_storeu_ps(yl, _mm512_fmadd_ps(a_lo, s_lo, _mm512_loadu_ps(yl)));
-          _mm512_storeu_ps(yh, _mm512_fmadd_ps(a_hi, s_hi, _mm512_loadu_ps(yh)));
-        }
-      }
-    }
+    return _mm512_loadu_ps(static_cast<const float*>(p.scales) + i);
   }
-}
-
-template <int R, int V>
-__attribute__((target("avx512f"))) void cols512(const Problem& p, int64_t j0, int64_t j1, int64_t m0) {
-  int64_t j = j0;
-  for (; j + 16 * V <= j1; j += 16 * V) tile512<R, V>(p, j, m0);
-  if (V > 1)
-    for (; j + 16 <= j1; j += 16) tile512<R, 1>(p, j, m0);
-  if (j < j1) block_generic(p, j, j1, m0, m0 + R);
-}
-
-void block512(const Problem& p, int64_t j0, int64_t j1, int64_t m0, int64_t m1) {
-  for (int64_t m = m0; m < m1;) {
-    const int64_t left = m1 - m, blocks = (left + 7) / 8;
-    const int r = int((left + blocks - 1) / blocks);  // balanced blocks of at most 8 rows
-    switch (r) {
-      case 1: cols512<1, 4>(p, j0, j1, m); break;
-      case 2: cols512<2, 4>(p, j0, j1, m); break;
-      case 3: cols512<3, 2>(p, j0, j1, m); break;
-      case 4: cols512<4, 2>(p, j0, j1, m); break;
-      case 5: cols512<5, 1>(p, j0, j1, m); break;
-      case 6: cols512<6, 1>(p, j0, j1, m); break;
-      case 7: cols512<7, 1>(p, j0, j1, m); break;
-      default: cols512<8, 1>(p, j0, j1, m); break;
-    }
-    m += r;
+  // The 16 bytes at `at` as low- and high-nibble codes, exact f32 through a 16-entry table (vpermps).
+  NAMAX_TARGET static void nibbles(const uint8_t* at, V& lo, V& hi) {
+    const __m512 lut = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at)));
+    lo = _mm512_permutexvar_ps(b, lut);
+    hi = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
   }
-}
+};
+#include "int4_tile.inc"
+#undef NAMAX_TARGET
+}  // namespace avx512
 
-// ---- AVX2 + FMA: 8-byte units (8 low-nibble columns + 8 high-nibble columns) -----------------
-
-__attribute__((target("avx2,fma"))) inline __m256 load_scales256(const Problem& p, int64_t i) {
-  if (p.scale_bf16) {
-    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p.scales) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-  return _mm256_loadu_ps(static_cast<const float*>(p.scales) + i);
-}
-
-__attribute__((target("avx2,fma"))) inline void nibbles256(const uint8_t* at, __m256& lo, __m256& hi) {
-  __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)));  // sign-extended
-  lo = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(b, 28), 28));
-  hi = _mm256_cvtepi32_ps(_mm256_srai_epi32(b, 4));
-}
-
-template <int R, int V>
-__attribute__((target("avx2,fma"))) void tile256(const Problem& p, int64_t j, int64_t m0) {
-  const int64_t G = p.K / p.gs, N = 2 * p.Nh, Nh = p.Nh;
-  const float* x = p.x + m0 * p.K;
-  float* y = p.y + m0 * N;
-  for (int64_t g = 0; g < G; ++g) {
-    __m256 acc[R][2 * V];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < 2 * V; ++v) acc[r][v] = _mm256_setzero_ps();
-    const uint8_t* row = p.packed + g * p.gs * Nh + j;
-    const float* xk = x + g * p.gs;
-    for (int64_t k = 0; k < p.gs; ++k, row += Nh, ++xk) {
-      if (g * p.gs + k + kPrefetchRows < p.K) {
-        _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchRows * Nh), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchRows * Nh + 8 * V - 1), _MM_HINT_T0);
-      }
-      __m256 lo[V], hi[V];
-      for (int v = 0; v < V; ++v) nibbles256(row + 8 * v, lo[v], hi[v]);
-      for (int r = 0; r < R; ++r) {
-        const __m256 xr = _mm256_broadcast_ss(xk + r * p.K);
-        for (int v = 0; v < V; ++v) {
-          acc[r][2 * v] = _mm256_fmadd_ps(xr, lo[v], acc[r][2 * v]);
-          acc[r][2 * v + 1] = _mm256_fmadd_ps(xr, hi[v], acc[r][2 * v + 1]);
-        }
-      }
+// AVX2 + FMA: units of 8 code bytes (8 low-nibble columns + 8 high-nibble columns).
+namespace avx2 {
+#define NAMAX_TARGET __attribute__((target("avx2,fma")))
+struct Ops {
+  using V = __m256;
+  static constexpr int kBytes = 8;
+  static constexpr int kMaxRows = 4;
+  static constexpr int units(int rows) { return rows <= 1 ? 4 : rows <= 2 ? 2 : 1; }
+  NAMAX_TARGET static V zero() { return _mm256_setzero_ps(); }
+  NAMAX_TARGET static V set1(float v) { return _mm256_set1_ps(v); }
+  NAMAX_TARGET static V load(const float* at) { return _mm256_loadu_ps(at); }
+  NAMAX_TARGET static void store(float* at, V v) { _mm256_storeu_ps(at, v); }
+  NAMAX_TARGET static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  NAMAX_TARGET static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  NAMAX_TARGET static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  NAMAX_TARGET static V scales(const Problem& p, int64_t i) {
+    if (p.scale_bf16) {
+      __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p.scales) + i));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
-    for (int v = 0; v < V; ++v) {
-      const int64_t c = j + 8 * v;
-      const __m256 s_lo = load_scales256(p, g * N + c), s_hi = load_scales256(p, g * N + Nh + c);
-      __m256 z_lo = _mm256_setzero_ps(), z_hi = _mm256_setzero_ps();
-      if (p.zeros) nibbles256(p.zeros + g * Nh + c, z_lo, z_hi);
-      for (int r = 0; r < R; ++r) {
-        __m256 a_lo = acc[r][2 * v], a_hi = acc[r][2 * v + 1];
-        if (p.zeros) {
-          const __m256 xs = _mm256_set1_ps(p.xsum[(m0 + r) * G + g]);
-          a_lo = _mm256_fnmadd_ps(z_lo, xs, a_lo);
-          a_hi = _mm256_fnmadd_ps(z_hi, xs, a_hi);
-        }
-        float* yl = y + r * N + c;
-        float* yh = yl + Nh;
-        if (g == 0) {
-          _mm256_storeu_ps(yl, _mm256_mul_ps(a_lo, s_lo));
-          _mm256_storeu_ps(yh, _mm256_mul_ps(a_hi, s_hi));
-        } else {
-          _mm256_storeu_ps(yl, _mm256_fmadd_ps(a_lo, s_lo, _mm256_loadu_ps(yl)));
-          _mm256_storeu_ps(yh, _mm256_fmadd_ps(a_hi, s_hi, _mm256_loadu_ps(yh)));
-        }
-      }
-    }
+    return _mm256_loadu_ps(static_cast<const float*>(p.scales) + i);
   }
-}
-
-template <int R, int V>
-__attribute__((target("avx2,fma"))) void cols256(const Problem& p, int64_t j0, int64_t j1, int64_t m0) {
-  int64_t j = j0;
-  for (; j + 8 * V <= j1; j += 8 * V) tile256<R, V>(p, j, m0);
-  if (V > 1)
-    for (; j + 8 <= j1; j += 8) tile256<R, 1>(p, j, m0);
-  if (j < j1) block_generic(p, j, j1, m0, m0 + R);
-}
-
-void block256(const Problem& p, int64_t j0, int64_t j1, int64_t m0, int64_t m1) {
-  for (int64_t m = m0; m < m1;) {
-    const int64_t left = m1 - m, blocks = (left + 3) / 4;
-    const int r = int((left + blocks - 1) / blocks);  // balanced blocks of at most 4 rows
-    switch (r) {
-      case 1: cols256<1, 4>(p, j0, j1, m); break;
-      case 2: cols256<2, 2>(p, j0, j1, m); break;
-      case 3: cols256<3, 1>(p, j0, j1, m); break;
-      default: cols256<4, 1>(p, j0, j1, m); break;
-    }
-    m += r;
+  // The 8 bytes at `at`, sign-extended: the high nibble by an arithmetic shift, the low one by
+  // shifting it to the top first.
+  NAMAX_TARGET static void nibbles(const uint8_t* at, V& lo, V& hi) {
+    __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)));
+    lo = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(b, 28), 28));
+    hi = _mm256_cvtepi32_ps(_mm256_srai_epi32(b, 4));
   }
-}
+};
+#include "int4_tile.inc"
+#undef NAMAX_TARGET
+}  // namespace avx2
 
 #endif  // NAMAX_X86
 
@@ -324,9 +202,9 @@ Isa pick_isa(const char* want) {
   std::string w = want ? want : "";
 #if NAMAX_X86
   __builtin_cpu_init();
-  if ((w.empty() || w == "avx512") && __builtin_cpu_supports("avx512f")) return {block512, "avx512"};
+  if ((w.empty() || w == "avx512") && __builtin_cpu_supports("avx512f")) return {avx512::block, "avx512"};
   if ((w.empty() || w == "avx512" || w == "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {block256, "avx2"};
+    return {avx2::block, "avx2"};
 #endif
   return {block_generic, "generic"};
 }

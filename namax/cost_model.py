@@ -1,4 +1,4 @@
-"""The cost model :func:`namax.plan` ranks compiled candidates with (a leaf module).
+"""The cost model :func:`namax.plan` ranks compiled candidates with.
 
 Seconds of one step per device from XLA's own counts of the compiled program; constants for
 this CPU host by default, or timed on any mesh with :meth:`CostModel.calibrate`.
@@ -18,6 +18,7 @@ from .partitioning import auto_twin
 
 CHAIN = 16
 """Dependent small all-reduces timed together to read the fixed cost of one."""
+
 
 @dataclasses.dataclass(frozen=True)
 class CostModel:
