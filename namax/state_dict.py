@@ -39,6 +39,7 @@ import json
 import math
 import os
 import pathlib
+import weakref
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 import equinox as eqx
@@ -314,6 +315,44 @@ def to_numpy_state_dict(model: Any, prefix: Optional[str] = None) -> StateDict:
 
 def _arrayish(v: Any) -> bool:
     return isinstance(v, NamedArray) or is_jax_array_like(v)
+
+
+ALIGNMENT = 64
+"""Bytes: a C-contiguous host array aligned to this becomes a CPU device array without a copy
+(``jax.device_put`` aliases it), so restored blocks are read into such buffers."""
+
+
+def aligned_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an :data:`ALIGNMENT` boundary.
+
+    >>> a = aligned_empty((3, 5), np.float32)
+    >>> a.shape, a.dtype, a.ctypes.data % ALIGNMENT, a.flags.c_contiguous
+    ((3, 5), dtype('float32'), 0, True)
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    _OWN_BUFFERS[id(raw)] = raw
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+_OWN_BUFFERS: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
+"""The buffers :func:`aligned_empty` made (and nobody else holds): only these are handed to a device array
+without a copy; a caller's own array is always copied, so changing it later changes nothing restored."""
+
+
+def _device_ready(host: np.ndarray) -> np.ndarray:
+    """``host`` itself if it lives in one of our aligned buffers (``jax.device_put`` aliases it on a
+    CPU), else a copy into a new one."""
+    root = host
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if _OWN_BUFFERS.get(id(root)) is root and host.flags.c_contiguous and host.ctypes.data % ALIGNMENT == 0:
+        return host
+    out = aligned_empty(host.shape, host.dtype)
+    np.copyto(out, host)
+    return out
 
 
 def _to_host(x: Any) -> np.ndarray:
@@ -655,7 +694,7 @@ class _Grouped:
             piece = np.asarray(self.raw[tuple(slice(r.start, r.stop) for r in combo)])
             return piece.reshape([bounds[n][1] - bounds[n][0] for n in order]).transpose(
                 [order.index(n) for n in names])
-        buf = np.empty([bounds[n][1] - bounds[n][0] for n in order], dtype=self.raw.dtype)
+        buf = aligned_empty([bounds[n][1] - bounds[n][0] for n in order], self.raw.dtype)
         for combo in combos:
             piece = np.asarray(self.raw[tuple(slice(r.start, r.stop) for r in combo)])
             buf[tuple(i for r in combo for i in r.dest)] = piece.reshape([d for r in combo for d in r.shape])
@@ -671,7 +710,16 @@ class _Stacked:
     def read(self, names: tuple[str, ...], bounds: Mapping[str, tuple[int, int]]) -> np.ndarray:
         s, e = bounds[self.layers]
         inner = tuple(n for n in names if n != self.layers)
-        return np.stack([self.parts[i].read(inner, bounds) for i in range(s, e)], axis=names.index(self.layers))
+        at = names.index(self.layers)
+        out = None
+        for i in range(s, e):  # each layer straight into its slot: one layer read at a time, not all, then a stack
+            layer = self.parts[i].read(inner, bounds)
+            if out is None:
+                out = aligned_empty(layer.shape[:at] + (e - s,) + layer.shape[at:], layer.dtype)
+            out[(slice(None),) * at + (i - s,)] = layer
+        if out is None:
+            raise ValueError(f"state dict: an empty block ({s}:{e}) of the stacked axis {self.layers!r}")
+        return out
 
 
 class _HostArray:
@@ -940,8 +988,8 @@ def _materialize(p: _Pending, ctx: Optional[_Context]) -> Any:
     shape = tuple(sizes[n] for n in names)
     dtype = template.dtype
 
-    def read(index: tuple) -> np.ndarray:
-        return np.asarray(p.source.read(names, _bounds(index, names, sizes))).astype(dtype, copy=False)
+    def read(index: tuple) -> np.ndarray:  # a block in one of our aligned buffers: the device array aliases it
+        return _device_ready(np.asarray(p.source.read(names, _bounds(index, names, sizes))).astype(dtype, copy=False))
 
     if ctx is not None and ctx.mapping is not None:
         if isinstance(template, NamedArray):
@@ -950,7 +998,7 @@ def _materialize(p: _Pending, ctx: Optional[_Context]) -> Any:
             spec = PartitionSpec()
         array = jax.make_array_from_callback(shape, NamedSharding(ctx.mesh, spec), read)
     else:
-        array = jnp.asarray(read(tuple(slice(None) for _ in shape)))
+        array = jax.device_put(read(tuple(slice(None) for _ in shape)))
     return NamedArray(array, template.axes) if isinstance(template, NamedArray) else array
 
 

@@ -276,3 +276,40 @@ def test_haliax_names_exist():
                  "to_state_dict", "to_torch_compatible_state_dict", "unflatten_modules_from_export", "with_prefix"):
         assert hasattr(nx.state_dict, name)
     assert sdm.with_prefix("a", "b") == "a.b" and sdm.with_prefix(None, "b") == "b"
+
+
+def test_restored_arrays_never_alias_the_callers_arrays(model):
+    """A restore onto one device hands its own aligned buffers to the device arrays without a copy,
+    but never the caller's: changing a NumPy state dict afterwards changes nothing restored."""
+    def aligned_copy(v):  # the caller's own 64-byte aligned array: alignment alone would allow aliasing
+        v = np.asarray(v)
+        raw = np.empty(v.nbytes + 64, np.uint8)
+        out = raw[(-raw.ctypes.data) % 64:][:v.nbytes].view(v.dtype).reshape(v.shape)
+        out[...] = v
+        return out
+
+    numpy_sd = {k: aligned_copy(v.array if isinstance(v, nx.NamedArray) else v)
+                for k, v in sdm.to_state_dict(model).items()}
+    assert all(v.ctypes.data % sdm.ALIGNMENT == 0 and v.flags.c_contiguous for v in numpy_sd.values())
+    same_layout = eqx.filter_eval_shape(Model.init, jax.random.key(1), out_first=True)  # plain arrays: no names
+    restored = sdm.from_state_dict(same_layout, numpy_sd)
+    _assert_same_by_name(model, restored)
+    for v in numpy_sd.values():
+        v[...] = 0
+    _assert_same_by_name(model, restored)
+
+
+def test_aligned_buffers_of_a_lazy_restore_become_device_arrays_without_a_copy(model, other_layout_template,
+                                                                               tmp_path):
+    path = tmp_path / "m.safetensors"
+    sdm.save_state_dict(sdm.to_state_dict(model), path)
+    restored = sdm.from_state_dict(other_layout_template, sdm.load_state_dict(path, lazy=True))
+    _assert_same_by_name(model, restored)
+    stacked = restored.blocks.stacked.attn.weight.array  # read layer by layer into one aligned buffer
+    assert stacked.unsafe_buffer_pointer() % sdm.ALIGNMENT == 0
+    host = sdm.aligned_empty((4, 4), np.float32)
+    host[...] = 1.0
+    on_device = jax.device_put(sdm._device_ready(host))
+    assert on_device.unsafe_buffer_pointer() == host.ctypes.data  # aliased: the copy this saves
+    mine = np.ones((4, 4), np.float32)
+    assert sdm._device_ready(mine) is not mine  # the caller's array: always copied
