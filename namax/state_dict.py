@@ -1109,7 +1109,7 @@ def save_state_dict(state_dict: Mapping[str, Any], path: Union[str, os.PathLike]
             axes[key] = list(value.axis_names)
             value = value.array
         if isinstance(value, LazyTensor) or (is_jax_array_like(value) and not isinstance(value, jax.ShapeDtypeStruct)):
-            tensors[key] = np.array(_to_host(value), order="C")  # (ascontiguousarray makes a scalar 1-d)
+            tensors[key] = np.asarray(_to_host(value), order="C")  # a host view when it can be (no copy)
         else:
             raise TypeError(f"save_state_dict: the value of key {key!r} is a {type(value).__name__}, not an array")
     header = {"format": "pt", **dict(metadata or {})}
