@@ -121,6 +121,16 @@ const int64_t kPrefetchRows = std::getenv("NAMAX_INT4_PREFETCH") ? std::atoll(st
 // defines the tiles and the row blocking on top of it (GCC and Clang attach a target to a
 // function where it is defined, not where a template is instantiated, hence one inclusion each).
 
+// The float operations every ISA spells the same way but for the intrinsics' prefix (_mm512, _mm256).
+#define NAMAX_FLOAT_OPS(P)                                                      \
+  NAMAX_TARGET static V zero() { return P##_setzero_ps(); }                     \
+  NAMAX_TARGET static V set1(float v) { return P##_set1_ps(v); }                \
+  NAMAX_TARGET static V load(const float* at) { return P##_loadu_ps(at); }      \
+  NAMAX_TARGET static void store(float* at, V v) { P##_storeu_ps(at, v); }      \
+  NAMAX_TARGET static V mul(V a, V b) { return P##_mul_ps(a, b); }              \
+  NAMAX_TARGET static V fmadd(V a, V b, V c) { return P##_fmadd_ps(a, b, c); }  \
+  NAMAX_TARGET static V fnmadd(V a, V b, V c) { return P##_fnmadd_ps(a, b, c); }
+
 // AVX-512: units of 16 code bytes (16 low-nibble columns + 16 high-nibble columns).
 namespace avx512 {
 #define NAMAX_TARGET __attribute__((target("avx512f")))
@@ -129,13 +139,7 @@ struct Ops {
   static constexpr int kBytes = 16;   // code bytes per unit (one vector of columns per nibble)
   static constexpr int kMaxRows = 8;  // activation rows per tile
   static constexpr int units(int rows) { return rows <= 2 ? 4 : rows <= 4 ? 2 : 1; }
-  NAMAX_TARGET static V zero() { return _mm512_setzero_ps(); }
-  NAMAX_TARGET static V set1(float v) { return _mm512_set1_ps(v); }
-  NAMAX_TARGET static V load(const float* at) { return _mm512_loadu_ps(at); }
-  NAMAX_TARGET static void store(float* at, V v) { _mm512_storeu_ps(at, v); }
-  NAMAX_TARGET static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  NAMAX_TARGET static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  NAMAX_TARGET static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  NAMAX_FLOAT_OPS(_mm512)
   NAMAX_TARGET static V scales(const Problem& p, int64_t i) {
     if (p.scale_bf16) {
       __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p.scales) + i));
@@ -163,13 +167,7 @@ struct Ops {
   static constexpr int kBytes = 8;
   static constexpr int kMaxRows = 4;
   static constexpr int units(int rows) { return rows <= 1 ? 4 : rows <= 2 ? 2 : 1; }
-  NAMAX_TARGET static V zero() { return _mm256_setzero_ps(); }
-  NAMAX_TARGET static V set1(float v) { return _mm256_set1_ps(v); }
-  NAMAX_TARGET static V load(const float* at) { return _mm256_loadu_ps(at); }
-  NAMAX_TARGET static void store(float* at, V v) { _mm256_storeu_ps(at, v); }
-  NAMAX_TARGET static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  NAMAX_TARGET static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  NAMAX_TARGET static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  NAMAX_FLOAT_OPS(_mm256)
   NAMAX_TARGET static V scales(const Problem& p, int64_t i) {
     if (p.scale_bf16) {
       __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p.scales) + i));
@@ -188,6 +186,7 @@ struct Ops {
 #include "int4_tile.inc"
 #undef NAMAX_TARGET
 }  // namespace avx2
+#undef NAMAX_FLOAT_OPS
 
 #endif  // NAMAX_X86
 
