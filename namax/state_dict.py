@@ -688,17 +688,19 @@ class _Grouped:
 
     def read(self, names: tuple[str, ...], bounds: Mapping[str, tuple[int, int]]) -> np.ndarray:
         order = [n for g in self.groups for n in g]
+        shape = [bounds[n][1] - bounds[n][0] for n in order]
+        back = [order.index(n) for n in names]
         combos = list(itertools.product(*(self._runs(g, bounds) for g in self.groups)))
+
+        def piece(combo: tuple) -> np.ndarray:
+            return np.asarray(self.raw[tuple(slice(r.start, r.stop) for r in combo)])
+
         if len(combos) == 1:  # one contiguous block per stored dim: the read is the block, no second copy
-            (combo,) = combos
-            piece = np.asarray(self.raw[tuple(slice(r.start, r.stop) for r in combo)])
-            return piece.reshape([bounds[n][1] - bounds[n][0] for n in order]).transpose(
-                [order.index(n) for n in names])
-        buf = aligned_empty([bounds[n][1] - bounds[n][0] for n in order], self.raw.dtype)
+            return piece(combos[0]).reshape(shape).transpose(back)
+        buf = aligned_empty(shape, self.raw.dtype)
         for combo in combos:
-            piece = np.asarray(self.raw[tuple(slice(r.start, r.stop) for r in combo)])
-            buf[tuple(i for r in combo for i in r.dest)] = piece.reshape([d for r in combo for d in r.shape])
-        return buf.transpose([order.index(n) for n in names])
+            buf[tuple(i for r in combo for i in r.dest)] = piece(combo).reshape([d for r in combo for d in r.shape])
+        return buf.transpose(back)
 
 
 class _Stacked:
